@@ -1,0 +1,49 @@
+"""An expert group: the routed experts of a set of (layer, expert) pairs, and their compute.
+
+The single-process engine runs one group that holds every expert; the cluster runs one group per Serve
+deployment, each loading only its own pairs from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from switchyard.experts.checkpoint import Checkpoint
+from switchyard.experts.compute import expert_forward
+from switchyard.experts.layout import LayerExperts, load_layer_experts
+from switchyard.experts.messages import ExpertRequest, ExpertResponse
+
+
+class ExpertGroup:
+    def __init__(self, layers: dict[int, LayerExperts], num_experts: int):
+        self.layers = layers
+        self.num_experts = num_experts
+        # Per layer, global expert id -> row in the stacked weights, -1 where this group does not hold it.
+        self.local_index: dict[int, torch.Tensor] = {}
+        for layer, experts in layers.items():
+            table = torch.full((num_experts + 1,), -1, dtype=torch.long)  # last entry maps id -1 to -1
+            table[list(experts.expert_ids)] = torch.arange(len(experts.expert_ids))
+            self.local_index[layer] = table
+
+    @classmethod
+    def load(cls, ckpt: Checkpoint, assignment: dict[int, list[int]], dtype: torch.dtype = torch.float32) -> "ExpertGroup":
+        """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint."""
+        layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype) for layer, ids in assignment.items()}
+        return cls(layers, ckpt.config.num_experts)
+
+    @classmethod
+    def load_all(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> "ExpertGroup":
+        every = list(range(ckpt.config.num_experts))
+        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype)
+
+    def held(self) -> dict[int, tuple[int, ...]]:
+        return {layer: experts.expert_ids for layer, experts in self.layers.items()}
+
+    def forward(self, request: ExpertRequest) -> ExpertResponse:
+        experts = self.layers.get(request.layer)
+        if experts is None:
+            raise KeyError(f"this expert group holds no experts of layer {request.layer}")
+        local = self.local_index[request.layer][request.expert_ids]  # [T, k]; -1 indexes the sentinel
+        hidden = request.hidden.to(experts.w13.dtype)
+        out = expert_forward(hidden, local, request.weights, experts.w13, experts.w2)
+        return ExpertResponse(request.layer, out.to(request.hidden.dtype))

@@ -1,0 +1,206 @@
+"""Everything of the model that is not a routed expert: embeddings, attention, norms, gates, dense and shared
+MLPs, LM head. The router holds this; the routed experts live in expert groups.
+
+A decoder layer is run in three steps so that the expert stage can be a call to another process:
+
+    x = attention_block(l, x)                        # norm → attention (KV cache) → residual
+    h, routing = moe_input(l, x)                     # norm → gate → top-k            [Router]
+    y = experts(h, routing)                          # local group or remote groups   [Dispatch → Experts]
+    x = moe_output(l, x, h, y)                       # + shared expert → residual     [Combine]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from switchyard.configs.model import ModelConfig
+from switchyard.experts.checkpoint import Checkpoint, CheckpointError
+from switchyard.experts.layout import moe_prefix
+from switchyard.router.batch import StepBatch
+from switchyard.router.kv_cache import KVCache
+from switchyard.router.rope import Rope, apply_rope
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
+
+
+def swiglu_mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """x [T, H], w13 [2I, H], w2 [H, I] → [T, H]."""
+    gate, up = F.linear(x, w13).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, w2)
+
+
+@dataclass
+class Routing:
+    expert_ids: torch.Tensor  # [T, k] int64
+    weights: torch.Tensor  # [T, k] float32
+
+
+@dataclass
+class AttentionWeights:
+    wq: torch.Tensor  # [nh*d, H]
+    wk: torch.Tensor  # [kvh*d, H]
+    wv: torch.Tensor  # [kvh*d, H]
+    wo: torch.Tensor  # [H, nh*d]
+    bq: torch.Tensor | None = None
+    bk: torch.Tensor | None = None
+    bv: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None  # [d] per head (qwen3_moe) or [nh*d] (olmoe)
+    k_norm: torch.Tensor | None = None
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor  # [H]
+    post_norm: torch.Tensor  # [H]
+    attention: AttentionWeights
+    gate: torch.Tensor | None = None  # [E, H] router of a sparse layer
+    dense_mlp: tuple[torch.Tensor, torch.Tensor] | None = None  # (w13 [2I, H], w2 [H, I]) of a dense layer
+    shared_mlp: tuple[torch.Tensor, torch.Tensor] | None = None  # shared expert (w13, w2)
+    shared_gate: torch.Tensor | None = None  # [1, H] sigmoid gate of the shared expert (qwen2_moe)
+
+
+class DenseModel:
+    def __init__(self, config: ModelConfig, embed: torch.Tensor, layers: list[LayerWeights],
+                 final_norm: torch.Tensor, lm_head: torch.Tensor, max_positions: int | None = None):
+        self.config = config
+        self.embed_weight = embed  # [V, H]
+        self.layers = layers
+        self.final_norm = final_norm
+        self.lm_head = lm_head  # [V, H]
+        self.dtype = embed.dtype
+        self.rope = Rope(config.head_dim, config.rope_theta, max_positions or config.max_position_embeddings)
+
+    # -- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32, max_positions: int | None = None) -> "DenseModel":
+        cfg = ckpt.config
+        H, V = cfg.hidden_size, cfg.vocab_size
+        q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+
+        def get(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+            return ckpt.get(name, shape).to(dtype)
+
+        def mlp(prefix: str, inter: int) -> tuple[torch.Tensor, torch.Tensor]:
+            w13 = torch.cat([get(f"{prefix}.gate_proj.weight", (inter, H)), get(f"{prefix}.up_proj.weight", (inter, H))])
+            return w13, get(f"{prefix}.down_proj.weight", (H, inter))
+
+        layers = []
+        for i in range(cfg.num_layers):
+            p = f"model.layers.{i}"
+            a = f"{p}.self_attn"
+            attn = AttentionWeights(
+                wq=get(f"{a}.q_proj.weight", (q_dim, H)), wk=get(f"{a}.k_proj.weight", (kv_dim, H)),
+                wv=get(f"{a}.v_proj.weight", (kv_dim, H)), wo=get(f"{a}.o_proj.weight", (H, q_dim)))
+            if cfg.qkv_bias:
+                attn.bq, attn.bk, attn.bv = (get(f"{a}.{n}_proj.bias", (d,)) for n, d in
+                                             (("q", q_dim), ("k", kv_dim), ("v", kv_dim)))
+            if cfg.qk_norm == "per_head":
+                attn.q_norm = get(f"{a}.q_norm.weight", (cfg.head_dim,))
+                attn.k_norm = get(f"{a}.k_norm.weight", (cfg.head_dim,))
+            elif cfg.qk_norm == "full":
+                attn.q_norm = get(f"{a}.q_norm.weight", (q_dim,))
+                attn.k_norm = get(f"{a}.k_norm.weight", (kv_dim,))
+            layer = LayerWeights(get(f"{p}.input_layernorm.weight", (H,)),
+                                 get(f"{p}.post_attention_layernorm.weight", (H,)), attn)
+            if cfg.sparse_layers[i]:
+                mp = moe_prefix(ckpt, i)
+                layer.gate = get(f"{mp}.gate.weight", (cfg.num_experts, H))
+                if cfg.has_shared_expert:
+                    layer.shared_mlp = mlp(f"{mp}.shared_expert", cfg.shared_expert_intermediate_size)
+                    layer.shared_gate = get(f"{mp}.shared_expert_gate.weight", (1, H))
+            else:
+                layer.dense_mlp = mlp(f"{p}.mlp", cfg.intermediate_size)
+            layers.append(layer)
+
+        embed = get("model.embed_tokens.weight", (V, H))
+        if cfg.tie_word_embeddings or not ckpt.has("lm_head.weight"):
+            if not cfg.tie_word_embeddings:
+                raise CheckpointError("tensor `lm_head.weight` is missing and `tie_word_embeddings` is false")
+            lm_head = embed
+        else:
+            lm_head = get("lm_head.weight", (V, H))
+        return cls(cfg, embed, layers, get("model.norm.weight", (H,)), lm_head, max_positions)
+
+    # -- the layer steps ----------------------------------------------------------------------------------
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:  # [T] -> [T, H]
+        return F.embedding(token_ids, self.embed_weight)
+
+    def attention_block(self, index: int, x: torch.Tensor, batch: StepBatch, cache: KVCache) -> torch.Tensor:
+        """x [T, H] → x + attention(norm(x)); writes this step's keys and values into the cache."""
+        cfg, w = self.config, self.layers[index].attention
+        h = rms_norm(x, self.layers[index].input_norm, cfg.rms_norm_eps)
+        q, k, v = F.linear(h, w.wq, w.bq), F.linear(h, w.wk, w.bk), F.linear(h, w.wv, w.bv)  # [T, nh*d], [T, kvh*d]
+        if cfg.qk_norm == "full":  # diff with mixtral (olmoe): one norm over all heads, before the split
+            q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
+        if cfg.clip_qkv is not None:  # diff with mixtral (olmoe)
+            q, k, v = (t.clamp(-cfg.clip_qkv, cfg.clip_qkv) for t in (q, k, v))
+        T = x.shape[0]
+        q = q.view(T, cfg.num_heads, cfg.head_dim)
+        k = k.view(T, cfg.num_kv_heads, cfg.head_dim)
+        v = v.view(T, cfg.num_kv_heads, cfg.head_dim)
+        if cfg.qk_norm == "per_head":  # diff with mixtral (qwen3_moe): norm over each head's dims
+            q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
+        cos, sin = self.rope.tables(batch.positions, x.dtype)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        keys, values = cache.keys[index], cache.values[index]
+        token_slots = torch.repeat_interleave(batch.slots, batch.new_lens)  # [T]
+        keys[token_slots, :, batch.positions] = k
+        values[token_slots, :, batch.positions] = v
+
+        out = _attend(q, keys, values, batch, cfg.head_dim ** -0.5)  # [T, nh*d]
+        return x + F.linear(out, w.wo)
+
+    def moe_input(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, Routing | None]:
+        """Post-attention norm, and for a sparse layer the gate's top-k choice."""
+        layer = self.layers[index]
+        h = rms_norm(x, layer.post_norm, self.config.rms_norm_eps)
+        if layer.gate is None:
+            return h, None
+        probs = torch.softmax(F.linear(h, layer.gate).float(), dim=-1)  # [T, E]
+        weights, expert_ids = torch.topk(probs, self.config.top_k, dim=-1)  # [T, k]
+        if self.config.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return h, Routing(expert_ids, weights)
+
+    def moe_output(self, index: int, x: torch.Tensor, h: torch.Tensor, expert_out: torch.Tensor | None) -> torch.Tensor:
+        """Combine: residual + routed experts' output (+ the shared expert), or the dense MLP."""
+        layer = self.layers[index]
+        if layer.dense_mlp is not None:
+            return x + swiglu_mlp(h, *layer.dense_mlp)
+        if layer.shared_mlp is not None:  # diff with mixtral (qwen2_moe): sigmoid-gated shared expert
+            shared = swiglu_mlp(h, *layer.shared_mlp) * torch.sigmoid(F.linear(h, layer.shared_gate))
+            expert_out = expert_out + shared
+        return x + expert_out
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, V] float32
+        return F.linear(rms_norm(x, self.final_norm, self.config.rms_norm_eps), self.lm_head).float()
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: StepBatch, scale: float) -> torch.Tensor:
+    """Causal attention of the step's queries over each sequence's cached and new keys.
+
+    q [T, nh, d]; keys/values [slots, kvh, max_len, d] → [T, nh*d].
+    """
+    B, S, L = batch.num_seqs, batch.max_new, batch.max_total
+    T, nh, d = q.shape
+    if S == 1:  # decode: one query per sequence, no padding to undo
+        q_pad = q.view(B, 1, nh, d).transpose(1, 2)  # [B, nh, 1, d]
+    else:
+        q_pad = q.new_zeros(B * S, nh, d)
+        q_pad[batch.padded_index] = q
+        q_pad = q_pad.view(B, S, nh, d).transpose(1, 2)  # [B, nh, S, d]
+    k = keys[batch.slots, :, :L]  # [B, kvh, L, d]
+    v = values[batch.slots, :, :L]
+    query_pos = batch.cached_lens[:, None] + torch.arange(S)[None, :]  # [B, S]
+    mask = torch.arange(L)[None, None, :] <= query_pos[:, :, None]  # [B, S, L]; pad rows still see key 0
+    out = F.scaled_dot_product_attention(q_pad, k, v, attn_mask=mask[:, None], scale=scale,
+                                         enable_gqa=nh != k.shape[1])  # [B, nh, S, d]
+    out = out.transpose(1, 2).reshape(B * S, nh * d)
+    return out if S == 1 else out[batch.padded_index]

@@ -1,0 +1,176 @@
+"""The generation engine: schedule → run the model → sample → postprocess, one step at a time.
+
+The engine is the same in one process and on the cluster's router; only its expert backend differs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from switchyard.configs.engine import EngineConfig
+from switchyard.experts.checkpoint import Checkpoint
+from switchyard.experts.group import ExpertGroup
+from switchyard.router.batch import StepBatch
+from switchyard.router.dense_model import DenseModel
+from switchyard.router.expert_backend import ExpertBackend, LocalExperts, RoutingObserver, forward_step
+from switchyard.router.kv_cache import KVCache
+from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
+from switchyard.router.scheduler import Scheduler
+from switchyard.router.sequence import RequestOutput, Sequence
+from switchyard.router.tokenizer import Tokenizer
+
+
+@dataclass
+class StepStats:
+    kind: str
+    num_seqs: int
+    num_tokens: int
+    seconds: float
+
+
+class Engine:
+    def __init__(self, model: DenseModel, experts: ExpertBackend, tokenizer: Tokenizer | None,
+                 config: EngineConfig = EngineConfig()):
+        cfg = model.config
+        if config.max_model_len > model.rope.cos.shape[0]:
+            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's "
+                             f"max_position_embeddings {model.rope.cos.shape[0]}")
+        self.model = model
+        self.experts = experts
+        self.tokenizer = tokenizer
+        self.config = config
+        self.cache = KVCache(cfg.num_layers, config.max_num_seqs, cfg.num_kv_heads, config.max_model_len,
+                             cfg.head_dim, model.dtype)
+        self.scheduler = Scheduler(self.cache, config.max_num_seqs, config.max_num_batched_tokens)
+        eos = set(cfg.eos_token_ids)
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self.observer: RoutingObserver | None = None
+        self.last_step: StepStats | None = None
+        self._by_id: dict[str, Sequence] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        ckpt = Checkpoint.open(path)
+        dtype = config.torch_dtype
+        model = DenseModel.load(ckpt, dtype, max_positions=config.max_model_len)
+        experts = LocalExperts(ExpertGroup.load_all(ckpt, dtype))
+        tokenizer = Tokenizer.from_dir(path) if (Path(path) / "tokenizer.json").is_file() else None
+        return cls(model, experts, tokenizer, config)
+
+    # -- requests -----------------------------------------------------------------------------------------
+    def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this model has no tokenizer; pass token ids")
+            prompt = self.tokenizer.encode(prompt)
+        if not prompt:
+            raise InvalidParameter("prompt", "the prompt is empty")
+        vocab = self.model.config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise InvalidParameter("prompt", f"prompt token ids must be in [0, {vocab})")
+        limit = self.config.max_model_len
+        if len(prompt) >= limit:
+            raise InvalidParameter("prompt", f"the prompt has {len(prompt)} tokens; this model's context is "
+                                   f"{limit} tokens, and at least one must be left to generate")
+        seq = Sequence(list(prompt), params)
+        if request_id is not None:
+            seq.request_id = request_id
+        self._by_id[seq.request_id] = seq
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, request_id: str) -> None:
+        seq = self._by_id.pop(request_id, None)
+        if seq is not None and not seq.finished:
+            seq.finish_reason = "abort"
+            self.scheduler.finish(seq)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # -- one step -----------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        scheduled = self.scheduler.schedule()
+        if scheduled is None:
+            return []
+        start = time.perf_counter()
+        seqs = scheduled.seqs
+        batch = StepBatch.build([s.pending_tokens() for s in seqs], [s.num_cached for s in seqs],
+                                [s.slot for s in seqs])
+        with torch.inference_mode():
+            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer)  # [B, V]
+            next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs]).tolist()
+        self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),
+                                   time.perf_counter() - start)
+        return [self._postprocess(seq, token) for seq, token in zip(seqs, next_ids)]
+
+    def _postprocess(self, seq: Sequence, token: int) -> RequestOutput:
+        now = time.perf_counter()
+        seq.num_cached = seq.total_len
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        params = seq.params
+        if token in self.eos_token_ids and not params.ignore_eos or token in params.stop_token_ids:
+            seq.finish_reason = "stop"
+        else:
+            seq.output_ids.append(token)
+            self._detokenize(seq)
+        if not seq.finished and (len(seq.output_ids) >= params.max_tokens or seq.total_len >= self.config.max_model_len):
+            seq.finish_reason = "length"
+        if seq.finished:
+            seq.finish_time = now
+            self.scheduler.finish(seq)
+            self._by_id.pop(seq.request_id, None)
+        return self._output(seq)
+
+    def _detokenize(self, seq: Sequence) -> None:
+        if self.tokenizer is None:
+            return
+        text = self.tokenizer.decode(seq.output_ids)
+        for stop in seq.params.stop:
+            at = text.find(stop)
+            if at != -1:
+                text, seq.finish_reason = text[:at], "stop"
+        seq.text = text
+
+    def _output(self, seq: Sequence) -> RequestOutput:
+        # Hold back text that may still become a stop string or is an incomplete UTF-8 character.
+        safe = len(seq.text)
+        if not seq.finished:
+            if seq.params.stop:
+                safe -= max(len(s) for s in seq.params.stop) - 1
+            if seq.text.endswith("\ufffd"):
+                safe = min(safe, len(seq.text) - 1)
+        safe = max(safe, seq.emitted)
+        delta = seq.text[seq.emitted:safe]
+        seq.emitted = safe
+        return RequestOutput(
+            request_id=seq.request_id, delta_text=delta, text=seq.text, token_ids=tuple(seq.output_ids),
+            prompt_tokens=len(seq.prompt_ids), finished=seq.finished, finish_reason=seq.finish_reason,
+            error=seq.error,
+            time_to_first_token=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
+            latency=None if seq.finish_time is None else seq.finish_time - seq.arrival_time)
+
+    # -- offline ------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams],
+                 on_step=None) -> list[RequestOutput]:
+        """Run `prompts` to completion together; results in prompt order. `on_step(outputs)` sees each step."""
+        per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        seqs = [self.add_request(p, sp) for p, sp in zip(prompts, per_prompt)]
+        final: dict[str, RequestOutput] = {}
+        while len(final) < len(seqs):
+            outputs = self.step()
+            if on_step is not None:
+                on_step(outputs)
+            for out in outputs:
+                if out.finished:
+                    final[out.request_id] = out
+        return [final[s.request_id] for s in seqs]

@@ -1,0 +1,61 @@
+"""One request's life in the engine: its tokens, its slot in the KV cache, its text and why it finished."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from switchyard.router.sampling import SamplingParams
+
+_ids = itertools.count()
+
+
+@dataclass
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    output_ids: list[int] = field(default_factory=list)
+    slot: int | None = None
+    num_cached: int = 0  # tokens whose keys and values are in the cache
+    text: str = ""  # detokenised output, cut at a stop string
+    emitted: int = 0  # characters of `text` already streamed
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    error: str | None = None
+    generator: torch.Generator | None = None
+    arrival_time: float = field(default_factory=time.perf_counter)
+    first_token_time: float | None = None
+    finish_time: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.params.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.params.seed)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def total_len(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    def pending_tokens(self) -> list[int]:
+        """Tokens not yet in the cache: the whole prompt at first, then the last sampled token."""
+        return (self.prompt_ids + self.output_ids)[self.num_cached:]
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    request_id: str
+    delta_text: str  # new text since the last output of this request
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+    finished: bool
+    finish_reason: str | None = None
+    error: str | None = None
+    time_to_first_token: float | None = None
+    latency: float | None = None

@@ -1,0 +1,74 @@
+"""The tokenizer of a Hugging Face model folder (`tokenizer.json`, `tokenizer_config.json`), with its chat
+template, without depending on transformers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer as _HFTokenizer
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):  # AddedToken serialised as a dict
+        return value.get("content")
+    return value
+
+
+@dataclass
+class Tokenizer:
+    backend: _HFTokenizer
+    bos_token: str | None = None
+    eos_token: str | None = None
+    add_bos_token: bool = False
+    chat_template: str | None = None
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        file = path / "tokenizer.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}: no tokenizer.json; Switchyard needs a fast (tokenizers) tokenizer")
+        settings = {}
+        if (path / "tokenizer_config.json").is_file():
+            settings = json.loads((path / "tokenizer_config.json").read_text())
+        template = settings.get("chat_template")
+        if template is None and (path / "chat_template.jinja").is_file():
+            template = (path / "chat_template.jinja").read_text()
+        return cls(_HFTokenizer.from_file(str(file)), _token_text(settings.get("bos_token")),
+                   _token_text(settings.get("eos_token")), bool(settings.get("add_bos_token", False)), template)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return None if self.eos_token is None else self.backend.token_to_id(self.eos_token)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        if add_special_tokens and self.add_bos_token and self.bos_token is not None:
+            bos = self.backend.token_to_id(self.bos_token)
+            if bos is not None and (not ids or ids[0] != bos):
+                ids = [bos, *ids]
+        return ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        if not self.chat_template:
+            raise ValueError("this model has no chat template; use /v1/completions or add `chat_template` to "
+                             "tokenizer_config.json")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+
+
+def _raise(message: str):
+    raise ValueError(message)
