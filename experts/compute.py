@@ -1,6 +1,6 @@
 """Batched routed-expert compute: tokens grouped by expert and run as a few large matrix products.
 
-    [tokens × top-k assignments] → sort by expert → [Experts: grouped GEMMs] → weight → scatter-add
+    [tokens × top-k assignments] → sort by expert → [Experts: grouped GEMMs] → unsort → weighted sum over k
 
 Two schedules of the same arithmetic, chosen per call:
 - padded: scatter tokens into an [n, capacity, H] buffer and run two `bmm`s over all experts at once. Three
@@ -11,11 +11,17 @@ Two schedules of the same arithmetic, chosen per call:
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
+Schedule = Literal["auto", "padded", "segmented"]
+
 # Padding may cost at most this factor of the exact work before the segmented schedule is used instead.
-# Measured with `switchyard bench experts`: the padded schedule stays ahead up to about 3x waste.
+PADDED_CAPACITY_OVER_MEAN = 2.0
+# From `switchyard bench experts`: padding wins from ~8 tokens on 32 experts, loses ~4x for a single token.
 MAX_PADDING_WASTE = 3.0
 
 
@@ -25,30 +31,37 @@ def expert_forward(
     weights: torch.Tensor,  # [T, k] gate weights
     w13: torch.Tensor,  # [n, 2I, H]
     w2: torch.Tensor,  # [n, H, I]
+    schedule: Schedule = "auto",
 ) -> torch.Tensor:  # [T, H]
     num_tokens, top_k = local_ids.shape
-    out = torch.zeros_like(hidden)
     flat_ids = local_ids.reshape(-1)  # [A]
     valid = (flat_ids >= 0).nonzero().squeeze(1)  # [A'] assignment indices this group computes
     if valid.numel() == 0:
-        return out
+        return torch.zeros_like(hidden)
     ids = flat_ids[valid]
     order = torch.argsort(ids, stable=True)
     expert_sorted = ids[order]  # [A']
     assignment = valid[order]
     token_sorted = assignment // top_k  # [A']
-    weight_sorted = weights.reshape(-1)[assignment].to(hidden.dtype)  # [A']
     counts = torch.bincount(expert_sorted, minlength=w13.shape[0])  # [n]
     x_sorted = hidden[token_sorted]  # [A', H]
 
-    num_active = int((counts > 0).sum())
-    capacity = int(counts.max())
-    if num_active * capacity <= MAX_PADDING_WASTE * expert_sorted.numel():
+    num_experts, num_rows = w13.shape[0], expert_sorted.numel()
+    # Pad to a bit over the mean load, not the maximum: the bmm cost grows with capacity, and the few rows of
+    # overloaded experts beyond it are cheaper run separately.
+    capacity = max(1, math.ceil(PADDED_CAPACITY_OVER_MEAN * num_rows / num_experts))
+    if schedule == "auto":  # the bmm runs over every expert the group holds, active or not
+        schedule = "padded" if num_experts * capacity <= MAX_PADDING_WASTE * num_rows else "segmented"
+    if schedule == "padded":
         y_sorted = _padded(x_sorted, expert_sorted, counts, capacity, w13, w2)
     else:
         y_sorted = _segmented(x_sorted, counts, w13, w2)
-    out.index_add_(0, token_sorted, y_sorted * weight_sorted[:, None])
-    return out
+    # Each token has exactly k assignment rows: put results back in (token, k) order and sum them weighted,
+    # one bmm instead of a scatter-add (which is slow on CPU).
+    y = hidden.new_zeros(num_tokens * top_k, hidden.shape[1])  # [T*k, H]; rows of other groups stay zero
+    y[assignment] = y_sorted
+    w = weights.to(hidden.dtype).view(num_tokens, 1, top_k)
+    return torch.bmm(w, y.view(num_tokens, top_k, -1)).squeeze(1)  # [T, H]
 
 
 def _swiglu(gate_up: torch.Tensor) -> torch.Tensor:  # [..., 2I] -> [..., I]
@@ -60,11 +73,20 @@ def _padded(x_sorted, expert_sorted, counts, capacity, w13, w2) -> torch.Tensor:
     num_experts, hidden = w13.shape[0], x_sorted.shape[1]
     starts = torch.cumsum(counts, 0) - counts  # [n] first sorted row of each expert
     rank = torch.arange(expert_sorted.numel()) - starts[expert_sorted]  # [A'] row within its expert
+    fits = (rank < capacity).nonzero().squeeze(1)  # rows inside the padded buffer
+    expert_fit, rank_fit = expert_sorted[fits], rank[fits]
     buf = x_sorted.new_zeros(num_experts, capacity, hidden)  # [n, C, H]
-    buf[expert_sorted, rank] = x_sorted
+    buf[expert_fit, rank_fit] = x_sorted[fits]
     inner = _swiglu(torch.bmm(buf, w13.transpose(1, 2)))  # [n, C, I]
-    y = torch.bmm(inner, w2.transpose(1, 2))  # [n, C, H]
-    return y[expert_sorted, rank]  # [A', H]
+    padded_out = torch.bmm(inner, w2.transpose(1, 2))  # [n, C, H]
+    if fits.numel() == expert_sorted.numel():
+        return padded_out[expert_fit, rank_fit]
+    y = torch.empty_like(x_sorted)
+    y[fits] = padded_out[expert_fit, rank_fit]
+    for e in (counts > capacity).nonzero().squeeze(1).tolist():  # overloaded experts: their extra rows
+        rows = slice(int(starts[e]) + capacity, int(starts[e] + counts[e]))
+        y[rows] = _swiglu(x_sorted[rows] @ w13[e].T) @ w2[e].T
+    return y
 
 
 def _segmented(x_sorted, counts, w13, w2) -> torch.Tensor:

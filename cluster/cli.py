@@ -1,0 +1,41 @@
+"""The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`.
+
+Flags follow `vllm serve` where they mean the same thing (--max-model-len, --max-num-seqs, --dtype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from switchyard.cluster import cli_bench, cli_generate
+
+
+def engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="Hugging Face model folder (default: the built-in demo model)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-model-len", type=int, default=1024, help="prompt + output tokens per sequence")
+    parser.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together")
+    parser.add_argument("--expert-kernel", default="torch", choices=["torch", "vllm"],
+                        help="routed-expert compute: batched torch GEMMs, or vLLM's fused-MoE op (optional extra)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description="Serve Mixture-of-Experts models on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (cli_generate, cli_bench):
+        command.register(sub, engine_flags)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

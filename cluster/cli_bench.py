@@ -1,0 +1,54 @@
+"""`switchyard bench`: benchmarks that compare side by side in one run and print a table."""
+
+from __future__ import annotations
+
+import torch
+
+from switchyard.cluster.bench.table import format_table
+
+
+def register(sub, engine_flags) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (side by side, in one run)")
+    which = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    p = which.add_parser("engine", help="single-process engine vs transformers generate")
+    p.add_argument("--model", default=None, help="model folder (default: a random --preset model, made once "
+                                                 "with transformers and cached)")
+    p.add_argument("--preset", default="moe-64x8", choices=["moe-64x8", "moe-32x4"],
+                   help="66M-parameter Qwen3-MoE: 64 experts top-8 (fine-grained) or 32 experts top-4")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes (default: 1 and 32)")
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_engine)
+
+    p = which.add_parser("experts", help="expert compute schedules: padded bmm vs per-expert GEMMs")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_experts)
+
+
+def run_engine(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench import engine
+    from switchyard.cluster.bench.models import bench_checkpoint
+    from switchyard.experts.checkpoint import Checkpoint
+
+    torch.set_num_threads(args.threads)
+    path = Path(args.model) if args.model else bench_checkpoint(args.preset)
+    cfg = Checkpoint.open(path).config
+    print(f"model: {path} ({cfg.family}, {cfg.num_parameters / 1e6:.1f}M parameters, {cfg.num_experts} experts "
+          f"top-{cfg.top_k}); {args.max_tokens} new tokens per sequence, greedy; {args.threads} threads")
+    rows = engine.run(path, args.batch or [1, 32], args.max_tokens, args.prompt_len, log=engine.log_to_stderr)
+    print(format_table(["batch", "transformers tok/s", "switchyard tok/s", "ratio", "same tokens"],
+                       [[r.batch, r.transformers_tok_s, r.switchyard_tok_s, f"{r.ratio:.2f}x",
+                         "yes" if r.tokens_match else "NO"] for r in rows]))
+    return 0 if all(r.tokens_match for r in rows) else 1
+
+
+def run_experts(args) -> int:
+    from switchyard.cluster.bench.experts import run
+
+    torch.set_num_threads(args.threads)
+    print(format_table(["tokens", "experts", "top-k", "padded ms", "segmented ms", "padded/segmented"], run()))
+    return 0

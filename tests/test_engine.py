@@ -1,0 +1,115 @@
+"""Engine behaviour: sampling, stopping, continuous batching, bad input."""
+
+import pytest
+
+from switchyard.configs.engine import EngineConfig
+from switchyard.router.engine import Engine
+from switchyard.router.sampling import InvalidParameter, SamplingParams
+from switchyard.router.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
+    return Engine.from_pretrained(checkpoints["qwen3_moe"], EngineConfig(max_num_seqs=4, max_model_len=96))
+
+
+def run_alone(engine, prompt, params):
+    return engine.generate([prompt], params)[0]
+
+
+def test_seeded_sampling_is_reproducible_and_differs_by_seed(engine):
+    prompt = [5, 6, 7, 8]
+    a = run_alone(engine, prompt, SamplingParams(max_tokens=16, temperature=1.0, seed=7, ignore_eos=True))
+    b = run_alone(engine, prompt, SamplingParams(max_tokens=16, temperature=1.0, seed=7, ignore_eos=True))
+    c = run_alone(engine, prompt, SamplingParams(max_tokens=16, temperature=1.0, seed=8, ignore_eos=True))
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_tokens=12, temperature=0.8, top_k=1, seed=0, ignore_eos=True),
+    SamplingParams(max_tokens=12, temperature=0.8, top_p=1e-6, seed=0, ignore_eos=True),
+])
+def test_top_k_1_and_tiny_top_p_are_greedy(engine, params):
+    prompt = [9, 10, 11]
+    assert run_alone(engine, prompt, params).token_ids == run_alone(engine, prompt, GREEDY).token_ids
+
+
+def test_requests_joining_a_running_batch_get_the_same_tokens(engine):
+    prompts = [[3, 4, 5], [20, 21, 22, 23, 24, 25, 26], [40, 41], [50, 51, 52, 53], [60] * 9, [70, 71, 72]]
+    alone = [run_alone(engine, p, GREEDY).token_ids for p in prompts]
+    # More requests than slots (4), added while others run: they join and leave between steps.
+    outs = {}
+    pending = list(enumerate(prompts))
+    ids = {}
+    for i, p in pending[:2]:
+        ids[engine.add_request(p, GREEDY).request_id] = i
+    steps = 0
+    while engine.has_unfinished() or len(ids) < len(prompts):
+        if steps == 3:
+            for i, p in pending[2:]:
+                ids[engine.add_request(p, GREEDY).request_id] = i
+        for out in engine.step():
+            if out.finished:
+                outs[ids[out.request_id]] = out.token_ids
+        steps += 1
+    assert [outs[i] for i in range(len(prompts))] == alone
+    assert engine.cache.num_free_slots == engine.cache.num_slots
+
+
+def test_stop_string_cuts_text_and_stream_never_shows_it(engine):
+    full = run_alone(engine, "The history of", SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True))
+    assert len(full.text) > 6
+    stop = full.text[3:6]
+    seq = engine.add_request("The history of", SamplingParams(max_tokens=24, temperature=0.0, stop=(stop,),
+                                                               ignore_eos=True))
+    streamed = ""
+    while engine.has_unfinished():
+        for out in engine.step():
+            streamed += out.delta_text
+            final = out
+    assert final.finish_reason == "stop"
+    assert final.text == full.text[:full.text.find(stop)]
+    assert streamed == final.text
+    assert seq.slot is None
+
+
+def test_eos_stops_and_max_tokens_caps(checkpoints):
+    engine = Engine.from_pretrained(checkpoints["mixtral"], EngineConfig(max_num_seqs=2, max_model_len=64))
+    free = run_alone(engine, [7, 8, 9], SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True))
+    assert free.finish_reason == "length" and len(free.token_ids) == 30
+    eos = free.token_ids[4]  # make a token the model emits an end-of-sequence token
+    engine.eos_token_ids = frozenset({eos})
+    out = run_alone(engine, [7, 8, 9], SamplingParams(max_tokens=30, temperature=0.0))
+    assert out.finish_reason == "stop"
+    assert list(out.token_ids) == list(free.token_ids[:free.token_ids.index(eos)])
+
+
+def test_context_length_limits_output(engine):
+    out = run_alone(engine, list(range(3, 90)), SamplingParams(max_tokens=50, temperature=0.0, ignore_eos=True))
+    assert out.finish_reason == "length" and len(out.token_ids) == 96 - 87
+
+
+@pytest.mark.parametrize("prompt,match", [([], "empty"), (list(range(3, 100)), "context"), ([99999], "token ids")])
+def test_bad_prompts_are_refused(engine, prompt, match):
+    with pytest.raises(InvalidParameter, match=match):
+        engine.add_request(prompt, GREEDY)
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
+    ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop")])
+def test_bad_sampling_parameters_name_the_parameter(kwargs, param):
+    with pytest.raises(InvalidParameter) as err:
+        SamplingParams(**kwargs)
+    assert err.value.param == param
+
+
+def test_tokenizer_and_chat_template(checkpoints):
+    tok = Tokenizer.from_dir(checkpoints["olmoe"])
+    text = "A switchyard sorts cars."
+    assert tok.decode(tok.encode(text)) == text
+    rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
