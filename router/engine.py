@@ -51,7 +51,9 @@ class Engine:
             eos.add(tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
         self.observer: RoutingObserver | None = None
+        self.micro_batches = 1  # >1 overlaps one micro-batch's attention with another's expert calls
         self.last_step: StepStats | None = None
+        self._in_step: list[Sequence] = []
         self._by_id: dict[str, Sequence] = {}
 
     @classmethod
@@ -67,6 +69,12 @@ class Engine:
 
     # -- requests -----------------------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:
+        seq = self.make_sequence(prompt, params, request_id)
+        self.enqueue(seq)
+        return seq
+
+    def make_sequence(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:
+        """Tokenise and validate a request without touching the engine's state (safe from any thread)."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("this model has no tokenizer; pass token ids")
@@ -83,9 +91,11 @@ class Engine:
         seq = Sequence(list(prompt), params)
         if request_id is not None:
             seq.request_id = request_id
+        return seq
+
+    def enqueue(self, seq: Sequence) -> None:
         self._by_id[seq.request_id] = seq
         self.scheduler.add(seq)
-        return seq
 
     def abort(self, request_id: str) -> None:
         seq = self._by_id.pop(request_id, None)
@@ -102,15 +112,28 @@ class Engine:
         if scheduled is None:
             return []
         start = time.perf_counter()
-        seqs = scheduled.seqs
+        seqs = self._in_step = scheduled.seqs
         batch = StepBatch.build([s.pending_tokens() for s in seqs], [s.num_cached for s in seqs],
                                 [s.slot for s in seqs])
         with torch.inference_mode():
-            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer)  # [B, V]
+            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
+                                  micro_batches=self.micro_batches)  # [B, V]
             next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs]).tolist()
+        self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),
                                    time.perf_counter() - start)
         return [self._postprocess(seq, token) for seq, token in zip(seqs, next_ids)]
+
+    def fail_step(self, message: str) -> list[RequestOutput]:
+        """After `step` raised: end the sequences of that step with an error; the rest run on."""
+        outputs = []
+        for seq in self._in_step:
+            seq.finish_reason, seq.error, seq.finish_time = "error", message, time.perf_counter()
+            self.scheduler.finish(seq)
+            self._by_id.pop(seq.request_id, None)
+            outputs.append(self._output(seq))
+        self._in_step = []
+        return outputs
 
     def _postprocess(self, seq: Sequence, token: int) -> RequestOutput:
         now = time.perf_counter()

@@ -18,17 +18,26 @@ from switchyard.router.kv_cache import KVCache
 
 
 class ExpertBackend(Protocol):
-    def run(self, layer: int, hidden: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """hidden [T, H] and the gate's top-k choice → weighted sum of the chosen experts' outputs [T, H]."""
-        ...
+    """`submit` starts the experts of one layer for some tokens; `wait` returns their weighted sum [T, H].
+
+    A remote backend returns from `submit` at once, so the caller can run other work (another micro-batch's
+    attention) while the expert groups compute.
+    """
+
+    def submit(self, layer: int, hidden: torch.Tensor, routing: Routing) -> object: ...
+
+    def wait(self, pending: object) -> torch.Tensor: ...
 
 
 class LocalExperts:
     def __init__(self, group: ExpertGroup):
         self.group = group
 
-    def run(self, layer: int, hidden: torch.Tensor, routing: Routing) -> torch.Tensor:
+    def submit(self, layer: int, hidden: torch.Tensor, routing: Routing) -> torch.Tensor:
         return self.group.forward(ExpertRequest(layer, hidden, routing.expert_ids, routing.weights)).hidden
+
+    def wait(self, pending: torch.Tensor) -> torch.Tensor:
+        return pending
 
 
 class RoutingObserver(Protocol):
@@ -36,17 +45,41 @@ class RoutingObserver(Protocol):
 
 
 def forward_step(model: DenseModel, experts: ExpertBackend, cache: KVCache, batch: StepBatch,
-                 observer: RoutingObserver | None = None, all_logits: bool = False) -> torch.Tensor:
+                 observer: RoutingObserver | None = None, all_logits: bool = False,
+                 micro_batches: int = 1) -> torch.Tensor:
     """Run every layer for the step's new tokens. Returns logits [B, V] of each sequence's last token
-    (or [T, V] for every new token with `all_logits`)."""
-    x = model.embed(batch.token_ids)  # [T, H]
+    (or [T, V] for every new token with `all_logits`).
+
+    With micro-batches (ping-pong), layer l of micro-batch i runs its attention while micro-batch i-1's
+    experts of layer l are still computing:
+        attn(l, mb0) → submit → attn(l, mb1) → submit → wait(mb0) → combine → attn(l+1, mb0) → …
+    """
+    parts = batch.split(micro_batches) if micro_batches > 1 and batch.num_seqs > 1 else [batch]
+    xs = [model.embed(part.token_ids) for part in parts]  # each [T_i, H]
+    # per micro-batch, the layer whose experts are in flight: (x, h, pending)
+    in_flight: list[tuple[torch.Tensor, torch.Tensor, object] | None] = [None] * len(parts)
     for index in range(len(model.layers)):
-        x = model.attention_block(index, x, batch, cache)
-        h, routing = model.moe_input(index, x)
-        expert_out = None
-        if routing is not None:
+        for i, part in enumerate(parts):
+            if in_flight[i] is not None:
+                x_prev, h_prev, pending = in_flight[i]
+                xs[i] = model.moe_output(index - 1, x_prev, h_prev, experts.wait(pending))
+                in_flight[i] = None
+            x = model.attention_block(index, xs[i], part, cache)
+            h, routing = model.moe_input(index, x)
+            if routing is None:
+                xs[i] = model.moe_output(index, x, h, None)
+                continue
             if observer is not None:
-                observer.observe(index, batch, routing)
-            expert_out = experts.run(index, h, routing)
-        x = model.moe_output(index, x, h, expert_out)
-    return model.logits(x if all_logits else x[batch.last_token_index])
+                observer.observe(index, part, routing)
+            in_flight[i] = (x, h, experts.submit(index, h, routing))
+    last = len(model.layers) - 1
+    for i in range(len(parts)):
+        if in_flight[i] is not None:
+            x_prev, h_prev, pending = in_flight[i]
+            xs[i] = model.moe_output(last, x_prev, h_prev, experts.wait(pending))
+    x = torch.cat(xs) if len(xs) > 1 else xs[0]
+    if all_logits:
+        return model.logits(x)
+    starts = torch.tensor([0] + [p.token_ids.numel() for p in parts[:-1]]).cumsum(0)
+    last_index = torch.cat([p.last_token_index + s for p, s in zip(parts, starts.tolist())])
+    return model.logits(x[last_index])

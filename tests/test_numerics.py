@@ -95,3 +95,16 @@ def test_greedy_generation_matches_transformers_generate(family, checkpoints):
     for out, want in zip(outputs, expected):
         assert list(out.token_ids) == want
         assert out.finish_reason == "length"
+
+
+def test_micro_batched_step_equals_one_batch(checkpoints):
+    """Ping-pong micro-batches change the order of work, not the result."""
+    path = checkpoints["qwen2_moe"]
+    prompts = random_prompts(4, (5, 9, 3, 7, 11))
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    results = []
+    for parts in (1, 2, 3):
+        engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=64))
+        engine.micro_batches = parts
+        results.append([o.token_ids for o in engine.generate(prompts, params)])
+    assert results[0] == results[1] == results[2]
