@@ -1,0 +1,83 @@
+"""An expert group as a Ray Serve deployment: each replica loads only its group's experts.
+
+Two ways in:
+- `forward` through a Serve deployment handle (Serve's router picks the replica);
+- `call_group` run inside the replica's actor by `__ray_call__`, for the router's direct-call transport,
+  which skips Serve's request path on the per-layer hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import ray
+import torch
+from ray import serve
+
+from switchyard.cluster.registry import get_registry
+from switchyard.experts.checkpoint import Checkpoint
+from switchyard.experts.group import ExpertGroup
+from switchyard.experts.messages import ExpertRequest, ExpertResponse
+
+# The group this process serves, for calls that arrive by `__ray_call__` rather than through Serve.
+_SERVING: "ExpertGroupServer | None" = None
+
+
+class ExpertGroupServer:
+    """Plain class (no Ray): the deployment below only adds registration."""
+
+    def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "float32",
+                 device: str = "cpu", torch_threads: int | None = None):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.device = torch.device(device)
+        ckpt = Checkpoint.open(model)
+        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, getattr(torch, dtype))
+        if self.device.type != "cpu":
+            for experts in self.group.layers.values():
+                object.__setattr__(experts, "w13", experts.w13.to(self.device))
+                object.__setattr__(experts, "w2", experts.w2.to(self.device))
+        self.tensors_read = list(ckpt.tensors_read)
+        self.calls = 0
+
+    def forward(self, request: ExpertRequest) -> ExpertResponse:
+        self.calls += 1
+        if self.device.type != "cpu":
+            request = ExpertRequest(request.layer, request.hidden.to(self.device),
+                                    request.expert_ids.to(self.device), request.weights.to(self.device))
+            response = self.group.forward(request)
+            return ExpertResponse(response.layer, response.hidden.cpu())
+        with torch.inference_mode():
+            return self.group.forward(request)
+
+    def info(self) -> dict:
+        return {"held": {str(k): list(v) for k, v in self.group.held().items()},
+                "tensors_read": self.tensors_read, "calls": self.calls, "pid": os.getpid()}
+
+
+def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
+    """Runs inside an expert-group replica's actor (via `__ray_call__`)."""
+    if _SERVING is None:
+        raise RuntimeError("this actor serves no expert group")
+    return _SERVING.forward(request)
+
+
+@serve.deployment
+class ExpertGroupDeployment(ExpertGroupServer):
+    def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
+                 dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None):
+        super().__init__(model, assignment, dtype, device, torch_threads)
+        global _SERVING
+        _SERVING = self
+        self.group_name = group_name
+        self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.registry = get_registry(app_name)
+        actor = ray.get_runtime_context().current_actor
+        ray.get(self.registry.register.remote(group_name, self.replica_id, actor))
+
+    def __del__(self):
+        try:
+            self.registry.unregister.remote(self.group_name, self.replica_id)
+        except Exception:  # the cluster may be going down; the router drops dead replicas anyway
+            pass

@@ -1,0 +1,56 @@
+"""The [Dispatch] and [Combine] stages on the router: each layer sends every expert group one batched call
+with the hidden states of the tokens routed to it, and sums what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from switchyard.cluster.transport import ExpertTransport
+from switchyard.experts.messages import ExpertRequest
+from switchyard.router.dense_model import Routing
+
+
+@dataclass
+class DispatchStats:
+    """Running totals, for metrics and benchmarks."""
+
+    token_layers: int = 0  # (token, layer) pairs dispatched
+    group_messages: int = 0  # (token, group) pairs sent; / token_layers = fan-out
+    calls: int = 0
+    tokens_per_group: list[int] = field(default_factory=list)
+
+    @property
+    def fan_out(self) -> float:
+        return self.group_messages / max(1, self.token_layers)
+
+
+class RemoteExperts:
+    def __init__(self, group_of_expert: dict[int, torch.Tensor], transport: ExpertTransport, num_groups: int):
+        """group_of_expert: per MoE layer, [E] the group that serves each expert."""
+        self.group_of_expert = group_of_expert
+        self.transport = transport
+        self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
+
+    def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
+        groups = self.group_of_expert[layer][routing.expert_ids]  # [T, k] group of each chosen expert
+        calls = []
+        for group in torch.unique(groups).tolist():
+            chosen = groups == group  # [T, k]
+            rows = chosen.any(dim=1).nonzero().squeeze(1)  # tokens with at least one expert in this group
+            request = ExpertRequest(layer, hidden[rows], torch.where(chosen, routing.expert_ids, -1)[rows],
+                                    routing.weights[rows])
+            calls.append((rows, self.transport.send(group, request)))
+            self.stats.group_messages += rows.numel()
+            self.stats.tokens_per_group[group] += rows.numel()
+        self.stats.token_layers += hidden.shape[0]
+        self.stats.calls += len(calls)
+        return hidden.shape, hidden.dtype, calls
+
+    def wait(self, pending) -> torch.Tensor:
+        shape, dtype, calls = pending
+        out = torch.zeros(shape, dtype=dtype)  # [T, H]
+        for rows, call in calls:
+            out.index_add_(0, rows, self.transport.receive(call).hidden.to(dtype))
+        return out

@@ -1,0 +1,184 @@
+"""The per-layer transport from the router to the expert groups, behind one interface.
+
+- `HandleTransport`: Ray Serve deployment handles. Serve picks the replica; each call pays Serve's
+  request path (routing, queue-length probes, metrics).
+- `ActorTransport`: direct calls into the replicas' actors (`__ray_call__`), replicas taken from the
+  registry that every group replica joins, so the set follows autoscaling. The router picks the replica
+  with the fewest calls in flight.
+
+Both retry a call that fails because a replica died — on another replica, or on the one Serve starts in its
+place — until the deadline, then raise `ExpertGroupUnavailable`. A call never hangs past the deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from switchyard.cluster.expert_deployment import call_group
+from switchyard.cluster.registry import get_registry
+from switchyard.experts.messages import ExpertRequest, ExpertResponse
+
+
+class ExpertGroupUnavailable(RuntimeError):
+    """No replica of an expert group answered in time."""
+
+
+class ExpertTransport(Protocol):
+    def send(self, group: int, request: ExpertRequest) -> object: ...
+
+    def receive(self, call: object) -> ExpertResponse: ...
+
+
+@dataclass
+class _Call:
+    group: int
+    request: ExpertRequest
+    deadline: float
+    future: object = None
+    replica: str | None = None
+    attempts: int = 0
+
+
+class HandleTransport:
+    def __init__(self, handles: list, timeout_s: float = 30.0):
+        self.handles = handles
+        self.timeout_s = timeout_s
+
+    def send(self, group: int, request: ExpertRequest) -> _Call:
+        call = _Call(group, request, time.monotonic() + self.timeout_s)
+        call.future = self.handles[group].forward.remote(request)
+        return call
+
+    def receive(self, call: _Call) -> ExpertResponse:
+        while True:
+            remaining = call.deadline - time.monotonic()
+            if remaining <= 0:
+                raise ExpertGroupUnavailable(f"expert group {call.group}: no answer within {self.timeout_s:.0f}s")
+            try:
+                return call.future.result(timeout_s=remaining)
+            except TimeoutError as err:
+                raise ExpertGroupUnavailable(f"expert group {call.group}: no answer within {self.timeout_s:.0f}s") from err
+            except (RayActorError, ray.exceptions.RayTaskError) as err:
+                if isinstance(err, ray.exceptions.RayTaskError) and not _is_replica_death(err):
+                    raise
+                call.attempts += 1
+                time.sleep(min(0.05 * 2 ** call.attempts, 1.0))
+                call.future = self.handles[call.group].forward.remote(call.request)
+
+
+def _is_replica_death(err: Exception) -> bool:
+    return isinstance(getattr(err, "cause", None), RayActorError) or "ActorDied" in type(err).__name__
+
+
+@dataclass
+class _Replica:
+    replica_id: str
+    actor: object
+    in_flight: int = 0
+
+
+@dataclass
+class _GroupReplicas:
+    replicas: list[_Replica] = field(default_factory=list)
+    turn: itertools.count = field(default_factory=itertools.count)
+
+
+class ActorTransport:
+    def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0):
+        self.group_names = group_names
+        self.timeout_s = timeout_s
+        self.registry = get_registry(app_name)
+        self._groups = [_GroupReplicas() for _ in group_names]
+        self._lock = threading.Lock()
+        self._version = -1
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._follow, args=(refresh_s,), daemon=True,
+                                        name="switchyard-replica-follower")
+        self._thread.start()
+
+    # -- the replica set ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        version, snapshot = ray.get(self.registry.snapshot.remote())
+        with self._lock:
+            if version == self._version:
+                return
+            self._version = version
+            for index, name in enumerate(self.group_names):
+                known = {r.replica_id: r for r in self._groups[index].replicas}
+                self._groups[index].replicas = [known.get(rid) or _Replica(rid, actor)
+                                                for rid, actor in snapshot.get(name, {}).items()]
+
+    def _follow(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                if ray.get(self.registry.version.remote(), timeout=5) != self._version:
+                    self.refresh()
+            except Exception:  # the registry is briefly unreachable; keep the set we have
+                pass
+
+    def replica_counts(self) -> list[int]:
+        with self._lock:
+            return [len(g.replicas) for g in self._groups]
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # -- calls --------------------------------------------------------------------------------------------
+    def send(self, group: int, request: ExpertRequest) -> _Call:
+        call = _Call(group, request, time.monotonic() + self.timeout_s)
+        self._dispatch(call)
+        return call
+
+    def _dispatch(self, call: _Call) -> None:
+        while True:
+            with self._lock:
+                replicas = self._groups[call.group].replicas
+                if replicas:
+                    least = min(r.in_flight for r in replicas)
+                    candidates = [r for r in replicas if r.in_flight == least]
+                    replica = candidates[next(self._groups[call.group].turn) % len(candidates)]
+                    replica.in_flight += 1
+                    break
+            if time.monotonic() > call.deadline:
+                raise ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no live replica")
+            time.sleep(0.1)
+            self.refresh()
+        call.replica = replica.replica_id
+        call.future = replica.actor.__ray_call__.remote(call_group, call.request)
+
+    def _done(self, call: _Call, dead: bool) -> None:
+        with self._lock:
+            group = self._groups[call.group]
+            for r in group.replicas:
+                if r.replica_id == call.replica:
+                    r.in_flight -= 1
+            if dead:
+                group.replicas = [r for r in group.replicas if r.replica_id != call.replica]
+                self._version = -1  # take the registry's view again on the next refresh
+
+    def receive(self, call: _Call) -> ExpertResponse:
+        while True:
+            remaining = call.deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise GetTimeoutError()
+                response = ray.get(call.future, timeout=remaining)
+            except GetTimeoutError as err:
+                self._done(call, dead=False)
+                raise ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no answer within "
+                                             f"{self.timeout_s:.0f}s") from err
+            except RayActorError:
+                self._done(call, dead=True)
+                call.attempts += 1
+                self._dispatch(call)  # another replica, or the one Serve starts in place of the dead one
+                continue
+            self._done(call, dead=False)
+            return response

@@ -1,0 +1,95 @@
+"""The Switchyard application's config: what `serve run`/`serve deploy` pass as `args`, and what the Helm chart
+renders. Typed and validated (pydantic, as Ray Serve's own schema is); no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from switchyard.configs.engine import EngineConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Autoscaling(_Strict):
+    """Ray Serve autoscaling of one pool (see `ray.serve.config.AutoscalingConfig`)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+    def to_serve(self) -> dict:
+        out = self.model_dump(exclude_none=True)
+        return out
+
+
+class Pool(_Strict):
+    """Resources and replica count of one deployment (the router, or every expert group)."""
+
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_bytes: int | None = Field(None, ge=0)
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: Autoscaling | None = None
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica")
+    max_ongoing_requests: int = Field(64, ge=1)
+
+    def ray_actor_options(self) -> dict:
+        options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_bytes:
+            options["memory"] = self.memory_bytes
+        return options
+
+    def deployment_options(self) -> dict:
+        options: dict = {"ray_actor_options": self.ray_actor_options(),
+                         "max_ongoing_requests": self.max_ongoing_requests}
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.to_serve()
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class RouterSettings(_Strict):
+    max_num_seqs: int = Field(32, ge=1)
+    max_model_len: int = Field(1024, ge=2)
+    max_num_batched_tokens: int = Field(2048, ge=1)
+    micro_batches: int = Field(2, ge=1, description="ping-pong micro-batches per step")
+    transport: Literal["actor", "handle"] = "actor"
+    expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
+
+
+class AppConfig(_Strict):
+    """`args` of `switchyard.cluster.app:build_app`."""
+
+    model: str = Field(..., min_length=1, description="Hugging Face model folder, readable by every node")
+    served_model_name: str | None = None
+    num_groups: int = Field(2, ge=1)
+    placement: str | None = Field(None, description="placement JSON (`switchyard place -o`); default contiguous")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["cpu", "cuda"] = "cpu"
+    router: RouterSettings = RouterSettings()
+    router_pool: Pool = Pool(num_cpus=1.0)
+    expert_pool: Pool = Pool(num_cpus=0.5)
+    name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
+
+    def engine_config(self) -> EngineConfig:
+        r = self.router
+        return EngineConfig(max_num_seqs=r.max_num_seqs, max_model_len=r.max_model_len,
+                            max_num_batched_tokens=r.max_num_batched_tokens, dtype=self.dtype)
+
+    def group_deployment_name(self, group: int) -> str:
+        return f"{self.name}-experts-{group}"

@@ -1,0 +1,89 @@
+"""The engine driven from asyncio: one thread runs steps; each request is an async stream of outputs.
+
+Requests are validated in the caller's thread (so a bad one fails at once with a 4xx and never enters the
+batch), then handed to the engine thread through a queue; outputs come back with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import AsyncIterator
+
+from switchyard.router.engine import Engine
+from switchyard.router.sampling import SamplingParams
+from switchyard.router.sequence import RequestOutput, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add", seq) | ("abort", request_id)
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="switchyard-engine")
+        self._thread.start()
+
+    def validate(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:
+        """Raises InvalidParameter for a request that cannot run."""
+        return self.engine.make_sequence(prompt, params, request_id)
+
+    async def generate(self, seq: Sequence) -> AsyncIterator[RequestOutput]:
+        stream: asyncio.Queue = asyncio.Queue()
+        self._streams[seq.request_id] = (asyncio.get_running_loop(), stream)
+        self._inbox.put(("add", seq))
+        self._wake.set()
+        finished = False
+        try:
+            while not finished:
+                output: RequestOutput = await stream.get()
+                finished = output.finished
+                yield output
+        finally:
+            self._streams.pop(seq.request_id, None)
+            if not finished:  # the client went away: free the slot
+                self._inbox.put(("abort", seq.request_id))
+                self._wake.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._drain_inbox()
+            if not self.engine.has_unfinished():
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as err:  # e.g. an expert group unreachable: fail this step's requests only
+                log.exception("engine step failed")
+                self.errors += 1
+                outputs = self.engine.fail_step(f"{type(err).__name__}: {err}")
+            for output in outputs:
+                self._publish(output)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                self.engine.enqueue(item)
+            else:
+                self.engine.abort(item)
+
+    def _publish(self, output: RequestOutput) -> None:
+        target = self._streams.get(output.request_id)
+        if target is not None:
+            loop, stream = target
+            loop.call_soon_threadsafe(stream.put_nowait, output)
