@@ -68,8 +68,11 @@ class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
                  dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None):
         super().__init__(model, assignment, dtype, device, torch_threads)
-        global _SERVING
-        _SERVING = self
+        # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
+        # `global` statement here would write to a copy; set the slot on the real module.
+        import switchyard.cluster.expert_deployment as this_module
+
+        this_module._SERVING = self
         self.group_name = group_name
         self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.registry = get_registry(app_name)

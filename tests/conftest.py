@@ -23,3 +23,22 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 def fused_checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt-fused")
     return {f: make_checkpoint(root / f, f, fused=True) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """One local Ray + Serve for the whole session (each start costs seconds). Yields the HTTP base URL."""
+    import socket
+
+    import ray
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Logical CPUs above the 2 cores: replicas take fractions and mostly wait on each other.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,29 @@
+"""`build_app`: the Switchyard Serve application — one router deployment and one deployment per expert group.
+
+Used by `serve run` / `serve deploy` (import path `switchyard.cluster.app:build_app`, `args` = AppConfig),
+by `switchyard serve`, and by the Helm chart's `serveConfigV2`.
+"""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from switchyard.cluster.expert_deployment import ExpertGroupDeployment
+from switchyard.cluster.router_deployment import RouterDeployment, plan_groups
+from switchyard.configs.serve import AppConfig
+from switchyard.experts.checkpoint import Checkpoint
+
+
+def build_app(args: dict) -> Application:
+    config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
+    ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
+    groups = plan_groups(config, ckpt)
+    pool = config.expert_pool
+    bound_groups = []
+    for index, assignment in enumerate(groups):
+        name = config.group_deployment_name(index)
+        deployment = ExpertGroupDeployment.options(name=name, **pool.deployment_options())
+        bound_groups.append(deployment.bind(config.name, name, config.model, assignment, config.dtype,
+                                            config.device, pool.torch_threads))
+    router = RouterDeployment.options(name=f"{config.name}-router", **config.router_pool.deployment_options())
+    return router.bind(config.model_dump(), bound_groups)

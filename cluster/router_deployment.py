@@ -1,0 +1,70 @@
+"""The router as a Ray Serve deployment: the dense model, the KV cache, continuous batching, and the
+OpenAI API as its HTTP ingress. Its experts are the expert-group deployments."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from ray import serve
+
+from switchyard.cluster.groups import contiguous_groups, group_of_expert, groups_from_file
+from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.remote_experts import RemoteExperts
+from switchyard.cluster.transport import ActorTransport, HandleTransport
+from switchyard.configs.serve import AppConfig
+from switchyard.experts.checkpoint import Checkpoint
+from switchyard.router.async_engine import AsyncEngine
+from switchyard.router.dense_model import DenseModel
+from switchyard.router.engine import Engine
+from switchyard.router.tokenizer import Tokenizer
+
+api = build_openai_app()
+
+
+def plan_groups(config: AppConfig, ckpt: Checkpoint):
+    if config.placement:
+        return groups_from_file(config.placement, ckpt.config, config.num_groups)
+    return contiguous_groups(ckpt.config, config.num_groups)
+
+
+@serve.deployment
+@serve.ingress(api)
+class RouterDeployment:
+    def __init__(self, config: dict, group_handles: list):
+        cfg = AppConfig.model_validate(config)
+        if cfg.router_pool.torch_threads:
+            torch.set_num_threads(cfg.router_pool.torch_threads)
+        ckpt = Checkpoint.open(cfg.model)
+        groups = plan_groups(cfg, ckpt)
+        names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
+        timeout = cfg.router.expert_timeout_s
+        if cfg.router.transport == "actor":
+            self.transport = ActorTransport(cfg.name, names, timeout_s=timeout)
+        else:
+            self.transport = HandleTransport(group_handles, timeout_s=timeout)
+        self.experts = RemoteExperts(group_of_expert(groups, ckpt.config), self.transport, cfg.num_groups)
+        engine_config = cfg.engine_config()
+        model = DenseModel.load(ckpt, engine_config.torch_dtype, max_positions=engine_config.max_model_len)
+        engine = Engine(model, self.experts, Tokenizer.from_dir(cfg.model), engine_config)
+        engine.micro_batches = cfg.router.micro_batches
+        self.engine = AsyncEngine(engine)
+        self.group_handles = group_handles
+        name = cfg.served_model_name or Path(cfg.model).name
+        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
+
+    @api.get("/v1/switchyard/stats")
+    def stats(self) -> dict:
+        """Dispatch counters and the last step, for benchmarks and dashboards."""
+        s, step = self.experts.stats, self.engine.engine.last_step
+        return {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
+                "tokens_per_group": s.tokens_per_group, "step_errors": self.engine.errors,
+                "last_step": None if step is None else vars(step)}
+
+    async def group_info(self) -> list[dict]:
+        """What each expert group replica loaded (one answer per group, from whichever replica Serve picks)."""
+        return [await handle.info.remote() for handle in self.group_handles]
+
+    def __del__(self):
+        self.engine.shutdown()
