@@ -22,6 +22,15 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_engine)
 
+    p = which.add_parser("cluster", help="single-process engine vs the cluster: groups x transports")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--groups", type=int, action="append", help="only these group counts")
+    p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
+    p.set_defaults(func=run_cluster)
+
     p = which.add_parser("experts", help="expert compute schedules: padded bmm vs per-expert GEMMs")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_experts)
@@ -44,6 +53,19 @@ def run_engine(args) -> int:
                        [[r.batch, r.transformers_tok_s, r.switchyard_tok_s, f"{r.ratio:.2f}x",
                          "yes" if r.tokens_match else "NO"] for r in rows]))
     return 0 if all(r.tokens_match for r in rows) else 1
+
+
+def run_cluster(args) -> int:
+    from switchyard.cluster.bench import cluster
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    setups = [s for s in cluster.DEFAULT_SETUPS if not args.groups or s.groups in args.groups]
+    print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens per sequence, greedy")
+    rows = cluster.run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)
+    print(format_table(["setup", "decode tok/s", "ms/step", "layer round trip ms", "fan-out", "vs single"], rows))
+    return 0
 
 
 def run_experts(args) -> int:

@@ -129,6 +129,9 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         served = _served(request)
         body = await _parse(request, ChatRequest)
         tokenizer = served.engine.engine.tokenizer
+        if tokenizer is None:
+            raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
+                                "token ids", "messages")
         try:
             prompt = tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
         except Exception as err:

@@ -47,7 +47,7 @@ class RouterDeployment:
         self.experts = RemoteExperts(group_of_expert(groups, ckpt.config), self.transport, cfg.num_groups)
         engine_config = cfg.engine_config()
         model = DenseModel.load(ckpt, engine_config.torch_dtype, max_positions=engine_config.max_model_len)
-        engine = Engine(model, self.experts, Tokenizer.from_dir(cfg.model), engine_config)
+        engine = Engine(model, self.experts, Tokenizer.from_dir_if_present(cfg.model), engine_config)
         engine.micro_batches = cfg.router.micro_batches
         self.engine = AsyncEngine(engine)
         self.group_handles = group_handles
@@ -62,9 +62,28 @@ class RouterDeployment:
                 "tokens_per_group": s.tokens_per_group, "step_errors": self.engine.errors,
                 "last_step": None if step is None else vars(step)}
 
+    async def bench(self, prompts: list[list[int]], max_tokens: int) -> dict:
+        """Run a batch through this router's engine (no HTTP in the way); decode-step timings and fan-out."""
+        from switchyard.cluster.bench.decode import decode_summary, run_batch
+
+        engine = self.engine.engine
+        engine.step_log.clear()
+        before = (self.experts.stats.group_messages, self.experts.stats.token_layers)
+        seconds = await run_batch(self.engine, prompts, max_tokens)
+        messages = self.experts.stats.group_messages - before[0]
+        token_layers = self.experts.stats.token_layers - before[1]
+        return {**decode_summary(list(engine.step_log), seconds), "fan_out": messages / max(1, token_layers)}
+
+    def round_trip(self, num_tokens: int, repeats: int) -> float:
+        """Seconds for one layer's dispatch to every group and back, on random routing."""
+        from switchyard.cluster.bench.decode import time_round_trip
+
+        return time_round_trip(self.experts, self.engine.engine.model, num_tokens, repeats)
+
     async def group_info(self) -> list[dict]:
         """What each expert group replica loaded (one answer per group, from whichever replica Serve picks)."""
         return [await handle.info.remote() for handle in self.group_handles]
 
     def __del__(self):
-        self.engine.shutdown()
+        if hasattr(self, "engine"):  # __init__ may have failed
+            self.engine.shutdown()

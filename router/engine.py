@@ -6,6 +6,7 @@ The engine is the same in one process and on the cluster's router; only its expe
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class Engine:
         self.observer: RoutingObserver | None = None
         self.micro_batches = 1  # >1 overlaps one micro-batch's attention with another's expert calls
         self.last_step: StepStats | None = None
+        self.step_log: deque[StepStats] = deque(maxlen=8192)  # recent steps, for metrics and benchmarks
         self._in_step: list[Sequence] = []
         self._by_id: dict[str, Sequence] = {}
 
@@ -64,8 +66,7 @@ class Engine:
         dtype = config.torch_dtype
         model = DenseModel.load(ckpt, dtype, max_positions=config.max_model_len)
         experts = LocalExperts(ExpertGroup.load_all(ckpt, dtype))
-        tokenizer = Tokenizer.from_dir(path) if (Path(path) / "tokenizer.json").is_file() else None
-        return cls(model, experts, tokenizer, config)
+        return cls(model, experts, Tokenizer.from_dir_if_present(path), config)
 
     # -- requests -----------------------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:
@@ -77,7 +78,7 @@ class Engine:
         """Tokenise and validate a request without touching the engine's state (safe from any thread)."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise ValueError("this model has no tokenizer; pass token ids")
+                raise InvalidParameter("prompt", "this model has no tokenizer; send the prompt as token ids")
             prompt = self.tokenizer.encode(prompt)
         if not prompt:
             raise InvalidParameter("prompt", "the prompt is empty")
@@ -122,6 +123,7 @@ class Engine:
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),
                                    time.perf_counter() - start)
+        self.step_log.append(self.last_step)
         return [self._postprocess(seq, token) for seq, token in zip(seqs, next_ids)]
 
     def fail_step(self, message: str) -> list[RequestOutput]:

@@ -40,6 +40,11 @@ class Tokenizer:
         return cls(_HFTokenizer.from_file(str(file)), _token_text(settings.get("bos_token")),
                    _token_text(settings.get("eos_token")), bool(settings.get("add_bos_token", False)), template)
 
+    @classmethod
+    def from_dir_if_present(cls, path: str | Path) -> "Tokenizer | None":
+        """The folder's tokenizer, or None for a model served by token ids only."""
+        return cls.from_dir(path) if (Path(path) / "tokenizer.json").is_file() else None
+
     @property
     def eos_token_id(self) -> int | None:
         return None if self.eos_token is None else self.backend.token_to_id(self.eos_token)
