@@ -22,13 +22,15 @@ class StepBatch:
     last_token_index: torch.Tensor  # [B] packed index of each sequence's last new token
     max_new: int  # S
     max_total: int  # longest sequence after this step (keys attended to)
+    seq_numbers: torch.Tensor | None = None  # [B] Sequence.number of each sequence (for traces)
 
     @property
     def num_seqs(self) -> int:
         return int(self.slots.numel())
 
     @classmethod
-    def build(cls, new_tokens: list[list[int]], cached_lens: list[int], slots: list[int]) -> "StepBatch":
+    def build(cls, new_tokens: list[list[int]], cached_lens: list[int], slots: list[int],
+              seq_numbers: list[int] | None = None) -> "StepBatch":
         new_lens = [len(t) for t in new_tokens]
         max_new = max(new_lens)
         token_ids, positions, padded, last = [], [], [], []
@@ -49,6 +51,7 @@ class StepBatch:
             last_token_index=torch.tensor(last, dtype=long),
             max_new=max_new,
             max_total=max(c + n for c, n in zip(cached_lens, new_lens)),
+            seq_numbers=None if seq_numbers is None else torch.tensor(seq_numbers, dtype=long),
         )
 
     def split(self, parts: int) -> list["StepBatch"]:
@@ -63,5 +66,6 @@ class StepBatch:
             tokens = self.token_ids[tok_lo:tok_hi]
             per_seq = [tokens[s - tok_lo:s - tok_lo + n].tolist() for s, n in
                        zip(starts[lo:hi], self.new_lens[lo:hi].tolist())]
-            out.append(StepBatch.build(per_seq, self.cached_lens[lo:hi].tolist(), self.slots[lo:hi].tolist()))
+            numbers = None if self.seq_numbers is None else self.seq_numbers[lo:hi].tolist()
+            out.append(StepBatch.build(per_seq, self.cached_lens[lo:hi].tolist(), self.slots[lo:hi].tolist(), numbers))
         return out

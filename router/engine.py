@@ -115,7 +115,7 @@ class Engine:
         start = time.perf_counter()
         seqs = self._in_step = scheduled.seqs
         batch = StepBatch.build([s.pending_tokens() for s in seqs], [s.num_cached for s in seqs],
-                                [s.slot for s in seqs])
+                                [s.slot for s in seqs], [s.number for s in seqs])
         with torch.inference_mode():
             logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
                                   micro_batches=self.micro_batches)  # [B, V]

@@ -10,14 +10,15 @@ import torch
 
 from switchyard.router.sampling import SamplingParams
 
-_ids = itertools.count()
+_numbers = itertools.count()
 
 
 @dataclass
 class Sequence:
     prompt_ids: list[int]
     params: SamplingParams
-    request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    number: int = field(default_factory=lambda: next(_numbers))  # numeric id, e.g. a trace's seq_id
+    request_id: str = ""
     output_ids: list[int] = field(default_factory=list)
     slot: int | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
@@ -31,6 +32,7 @@ class Sequence:
     finish_time: float | None = None
 
     def __post_init__(self) -> None:
+        self.request_id = self.request_id or f"req-{self.number}"
         if self.params.seed is not None:
             self.generator = torch.Generator().manual_seed(self.params.seed)
 

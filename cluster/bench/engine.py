@@ -17,8 +17,10 @@ from switchyard.router.sampling import SamplingParams
 @dataclass
 class EngineBenchRow:
     batch: int
-    transformers_tok_s: float
+    transformers_tok_s: float  # decode: batch * (N - 1) / (T(N) - T(1))
     switchyard_tok_s: float
+    transformers_end_to_end_tok_s: float  # batch * N / T(N), prefill included
+    switchyard_end_to_end_tok_s: float
     tokens_match: bool
 
     @property
@@ -59,20 +61,26 @@ def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, 
     transformers_generate(reference, warm, 4)
     engine.generate(warm, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
 
+    def timed(fn):
+        start = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - start
+
+    one = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
     rows = []
     for batch in batches:
         prompts = random_prompts(batch, prompt_len, vocab)
         log(f"batch {batch}: transformers generate ...")
-        start = time.perf_counter()
-        expected = transformers_generate(reference, prompts, new_tokens)
-        hf_seconds = time.perf_counter() - start
+        _, hf_prefill = timed(lambda: transformers_generate(reference, prompts, 1))
+        expected, hf_total = timed(lambda: transformers_generate(reference, prompts, new_tokens))
         log(f"batch {batch}: switchyard ...")
-        start = time.perf_counter()
-        outputs = engine.generate(prompts, params)
-        ours_seconds = time.perf_counter() - start
+        _, ours_prefill = timed(lambda: engine.generate(prompts, one))
+        outputs, ours_total = timed(lambda: engine.generate(prompts, params))
         match = [list(o.token_ids) for o in outputs] == expected
-        total = batch * new_tokens
-        rows.append(EngineBenchRow(batch, total / hf_seconds, total / ours_seconds, match))
+        decode_tokens = batch * (new_tokens - 1)
+        rows.append(EngineBenchRow(batch, decode_tokens / (hf_total - hf_prefill),
+                                   decode_tokens / (ours_total - ours_prefill), batch * new_tokens / hf_total,
+                                   batch * new_tokens / ours_total, match))
     return rows
 
 
