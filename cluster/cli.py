@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from switchyard.cluster import cli_bench, cli_generate, cli_serve
+from switchyard.cluster import cli_bench, cli_generate, cli_serve, cli_trace
 
 
 def engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def engine_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description="Serve Mixture-of-Experts models on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (cli_generate, cli_serve, cli_bench):
+    for command in (cli_generate, cli_serve, cli_bench, cli_trace):
         command.register(sub, engine_flags)
     return parser
 

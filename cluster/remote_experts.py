@@ -27,25 +27,31 @@ class DispatchStats:
 
 
 class RemoteExperts:
-    def __init__(self, group_of_expert: dict[int, torch.Tensor], transport: ExpertTransport, num_groups: int):
-        """group_of_expert: per MoE layer, [E] the group that serves each expert."""
+    def __init__(self, group_of_expert: dict[int, torch.Tensor], transport: ExpertTransport, num_groups: int,
+                 on_dispatch=None):
+        """group_of_expert: per MoE layer, [E] the group that serves each expert.
+        on_dispatch(num_tokens, {group: tokens}) sees every layer's dispatch (metrics)."""
         self.group_of_expert = group_of_expert
         self.transport = transport
+        self.on_dispatch = on_dispatch
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
         groups = self.group_of_expert[layer][routing.expert_ids]  # [T, k] group of each chosen expert
-        calls = []
+        calls, sent = [], {}
         for group in torch.unique(groups).tolist():
             chosen = groups == group  # [T, k]
             rows = chosen.any(dim=1).nonzero().squeeze(1)  # tokens with at least one expert in this group
             request = ExpertRequest(layer, hidden[rows], torch.where(chosen, routing.expert_ids, -1)[rows],
                                     routing.weights[rows])
             calls.append((rows, self.transport.send(group, request)))
+            sent[group] = rows.numel()
             self.stats.group_messages += rows.numel()
             self.stats.tokens_per_group[group] += rows.numel()
         self.stats.token_layers += hidden.shape[0]
         self.stats.calls += len(calls)
+        if self.on_dispatch is not None:
+            self.on_dispatch(hidden.shape[0], sent)
         return hidden.shape, hidden.dtype, calls
 
     def wait(self, pending) -> torch.Tensor:

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import torch
+from fastapi import Response
 from ray import serve
 
 from switchyard.cluster.groups import contiguous_groups, group_of_expert, groups_from_file
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
 from switchyard.cluster.remote_experts import RemoteExperts
+from switchyard.cluster.telemetry import RouterTelemetry
 from switchyard.cluster.transport import ActorTransport, HandleTransport
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
@@ -44,23 +46,37 @@ class RouterDeployment:
             self.transport = ActorTransport(cfg.name, names, timeout_s=timeout)
         else:
             self.transport = HandleTransport(group_handles, timeout_s=timeout)
-        self.experts = RemoteExperts(group_of_expert(groups, ckpt.config), self.transport, cfg.num_groups)
+        self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
+                                         cfg.prices.expert_replica_per_hour)
+        self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
+        self.experts = RemoteExperts(group_of_expert(groups, ckpt.config), self.transport, cfg.num_groups,
+                                     on_dispatch=self.telemetry.on_dispatch)
         engine_config = cfg.engine_config()
         model = DenseModel.load(ckpt, engine_config.torch_dtype, max_positions=engine_config.max_model_len)
         engine = Engine(model, self.experts, Tokenizer.from_dir_if_present(cfg.model), engine_config)
         engine.micro_batches = cfg.router.micro_batches
-        self.engine = AsyncEngine(engine)
+        self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
+            stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
         name = cfg.served_model_name or Path(cfg.model).name
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
 
+    def _expert_replicas(self, cfg: AppConfig) -> list[int]:
+        if isinstance(self.transport, ActorTransport):
+            return self.transport.replica_counts()
+        return [cfg.expert_pool.num_replicas] * cfg.num_groups
+
     @api.get("/v1/switchyard/stats")
     def stats(self) -> dict:
-        """Dispatch counters and the last step, for benchmarks and dashboards."""
+        """Dispatch counters, the last step and the cost, for benchmarks and dashboards."""
         s, step = self.experts.stats, self.engine.engine.last_step
         return {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
                 "tokens_per_group": s.tokens_per_group, "step_errors": self.engine.errors,
-                "last_step": None if step is None else vars(step)}
+                "last_step": None if step is None else vars(step), "cost": self.telemetry.cost()}
+
+    @api.get("/metrics")
+    def metrics(self) -> Response:
+        return Response(self.telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")
 
     async def bench(self, prompts: list[list[int]], max_tokens: int) -> dict:
         """Run a batch through this router's engine (no HTTP in the way); decode-step timings and fan-out."""

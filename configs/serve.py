@@ -63,6 +63,13 @@ class Pool(_Strict):
         return options
 
 
+class Prices(_Strict):
+    """Dollars per replica-hour of each pool, for the reported cost per million tokens (0 = not reported)."""
+
+    router_replica_per_hour: float = Field(0.0, ge=0)
+    expert_replica_per_hour: float = Field(0.0, ge=0)
+
+
 class RouterSettings(_Strict):
     max_num_seqs: int = Field(32, ge=1)
     max_model_len: int = Field(1024, ge=2)
@@ -84,6 +91,7 @@ class AppConfig(_Strict):
     router: RouterSettings = RouterSettings()
     router_pool: Pool = Pool(num_cpus=1.0)
     expert_pool: Pool = Pool(num_cpus=0.5)
+    prices: Prices = Prices()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
 
     def engine_config(self) -> EngineConfig:

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, on_step=None):
+        """`on_step(stats, outputs)` is called in the engine thread after every step (metrics)."""
         self.engine = engine
+        self.on_step = on_step
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add", seq) | ("abort", request_id)
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
@@ -68,6 +70,9 @@ class AsyncEngine:
                 log.exception("engine step failed")
                 self.errors += 1
                 outputs = self.engine.fail_step(f"{type(err).__name__}: {err}")
+            else:
+                if self.on_step is not None:
+                    self.on_step(self.engine.last_step, outputs)
             for output in outputs:
                 self._publish(output)
 

@@ -150,3 +150,14 @@ def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(ray
             break
         time.sleep(1)
     assert r.status_code == 200
+
+
+def test_metrics_and_cost_are_reported(two_groups):
+    httpx.post(f"{two_groups.url}/v1/completions", timeout=60, json={"model": MODEL, "prompt": "yard", "max_tokens": 6})
+    text = httpx.get(f"{two_groups.url}/metrics", timeout=30).text
+    for name in ("switchyard_dispatch_fan_out", "switchyard_group_tokens_total", "switchyard_generated_tokens_total",
+                 "switchyard_step_seconds"):
+        assert name in text, name
+    assert 'group="0"' in text and 'group="1"' in text
+    cost = httpx.get(f"{two_groups.url}/v1/switchyard/stats", timeout=30).json()["cost"]
+    assert cost["expert_replicas"] == [1, 1]

@@ -1,0 +1,97 @@
+"""Recording the routing of live traffic as Parquet traces (the layout of `switchyard.router.affinity.traces`).
+
+Sampling is per sequence, so a recorded token is recorded at every layer and can be followed across layers.
+The hot path only clones a few small tensors into a bounded buffer; a background thread turns them into
+Parquet files. When the buffer is full, new rows are dropped and counted, never waited for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+from switchyard.router.affinity.traces import TraceMetadata, concat_traces, trace_from_layer, write_traces
+from switchyard.router.batch import StepBatch
+from switchyard.router.dense_model import Routing
+
+
+class TraceRecorder:
+    def __init__(self, out_dir: str | Path, metadata: TraceMetadata, sample_rate: float = 1.0,
+                 max_buffer_rows: int = 1_000_000, rows_per_file: int = 500_000, flush_interval_s: float = 30.0):
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.metadata = metadata
+        self.sample_rate = sample_rate
+        self.max_buffer_rows = max_buffer_rows
+        self.rows_per_file = rows_per_file
+        self.recorded_rows = 0
+        self.dropped_rows = 0
+        self.files: list[Path] = []
+        self._chunks: list[tuple] = []
+        self._buffered = 0
+        self._lock = threading.Lock()
+        self._flush_now = threading.Event()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, args=(flush_interval_s,), daemon=True,
+                                        name="switchyard-trace-writer")
+        self._writer.start()
+
+    def sampled(self, seq_numbers: torch.Tensor) -> torch.Tensor:
+        """[B] bool: which sequences are recorded. A fixed hash of the number, so the choice is stable."""
+        if self.sample_rate >= 1.0:
+            return torch.ones_like(seq_numbers, dtype=torch.bool)
+        keep = [zlib.crc32(int(n).to_bytes(8, "little")) % 10_000 < self.sample_rate * 10_000
+                for n in seq_numbers.tolist()]
+        return torch.tensor(keep, dtype=torch.bool)
+
+    # -- hot path: called by forward_step for every MoE layer --------------------------------------------
+    def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
+        numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
+        token_seq = torch.repeat_interleave(numbers, batch.new_lens)  # [T]
+        rows = torch.repeat_interleave(self.sampled(numbers), batch.new_lens).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        chunk = (layer, token_seq[rows], batch.positions[rows], batch.token_ids[rows],
+                 routing.expert_ids[rows].clone(), routing.weights[rows].clone())
+        with self._lock:
+            if self._buffered + rows.numel() > self.max_buffer_rows:
+                self.dropped_rows += rows.numel()
+                return
+            self._chunks.append(chunk)
+            self._buffered += rows.numel()
+            if self._buffered >= self.rows_per_file:
+                self._flush_now.set()
+
+    # -- off the hot path ---------------------------------------------------------------------------------
+    def _write_loop(self, every_s: float) -> None:
+        while not self._stop.is_set():
+            self._flush_now.wait(every_s)
+            self._flush_now.clear()
+            self.flush()
+
+    def flush(self) -> Path | None:
+        with self._lock:
+            chunks, self._chunks, self._buffered = self._chunks, [], 0
+        if not chunks:
+            return None
+        trace = concat_traces([trace_from_layer(layer, seqs.numpy(), pos.numpy(), ids.numpy(), w.numpy(),
+                                                self.metadata, tokens.numpy())
+                               for layer, seqs, pos, tokens, ids, w in chunks])
+        path = self.out_dir / f"traces-{int(time.time())}-{len(self.files):05d}.parquet"
+        write_traces(path, trace)
+        self.files.append(path)
+        self.recorded_rows += trace.num_rows
+        return path
+
+    def close(self) -> list[Path]:
+        self._stop.set()
+        self._flush_now.set()
+        self._writer.join(timeout=30)
+        self.flush()
+        return self.files
