@@ -23,6 +23,7 @@ class StepBatch:
     max_new: int  # S
     max_total: int  # longest sequence after this step (keys attended to)
     seq_numbers: torch.Tensor | None = None  # [B] Sequence.number of each sequence (for traces)
+    first_slot_if_contiguous: int | None = None  # slots are first, first+1, ...: attention can slice the cache
 
     @property
     def num_seqs(self) -> int:
@@ -52,6 +53,7 @@ class StepBatch:
             max_new=max_new,
             max_total=max(c + n for c, n in zip(cached_lens, new_lens)),
             seq_numbers=None if seq_numbers is None else torch.tensor(seq_numbers, dtype=long),
+            first_slot_if_contiguous=slots[0] if slots == list(range(slots[0], slots[0] + len(slots))) else None,
         )
 
     def split(self, parts: int) -> list["StepBatch"]:

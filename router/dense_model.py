@@ -43,13 +43,9 @@ class Routing:
 
 @dataclass
 class AttentionWeights:
-    wq: torch.Tensor  # [nh*d, H]
-    wk: torch.Tensor  # [kvh*d, H]
-    wv: torch.Tensor  # [kvh*d, H]
+    wqkv: torch.Tensor  # [(nh + 2*kvh)*d, H] q, k and v projections stacked: one GEMM instead of three
     wo: torch.Tensor  # [H, nh*d]
-    bq: torch.Tensor | None = None
-    bk: torch.Tensor | None = None
-    bv: torch.Tensor | None = None
+    bqkv: torch.Tensor | None = None  # [(nh + 2*kvh)*d]
     q_norm: torch.Tensor | None = None  # [d] per head (qwen3_moe) or [nh*d] (olmoe)
     k_norm: torch.Tensor | None = None
 
@@ -94,12 +90,12 @@ class DenseModel:
         for i in range(cfg.num_layers):
             p = f"model.layers.{i}"
             a = f"{p}.self_attn"
+            projections = (("q", q_dim), ("k", kv_dim), ("v", kv_dim))
             attn = AttentionWeights(
-                wq=get(f"{a}.q_proj.weight", (q_dim, H)), wk=get(f"{a}.k_proj.weight", (kv_dim, H)),
-                wv=get(f"{a}.v_proj.weight", (kv_dim, H)), wo=get(f"{a}.o_proj.weight", (H, q_dim)))
+                wqkv=torch.cat([get(f"{a}.{n}_proj.weight", (d, H)) for n, d in projections]),
+                wo=get(f"{a}.o_proj.weight", (H, q_dim)))
             if cfg.qkv_bias:
-                attn.bq, attn.bk, attn.bv = (get(f"{a}.{n}_proj.bias", (d,)) for n, d in
-                                             (("q", q_dim), ("k", kv_dim), ("v", kv_dim)))
+                attn.bqkv = torch.cat([get(f"{a}.{n}_proj.bias", (d,)) for n, d in projections])
             if cfg.qk_norm == "per_head":
                 attn.q_norm = get(f"{a}.q_norm.weight", (cfg.head_dim,))
                 attn.k_norm = get(f"{a}.k_norm.weight", (cfg.head_dim,))
@@ -135,7 +131,8 @@ class DenseModel:
         """x [T, H] → x + attention(norm(x)); writes this step's keys and values into the cache."""
         cfg, w = self.config, self.layers[index].attention
         h = rms_norm(x, self.layers[index].input_norm, cfg.rms_norm_eps)
-        q, k, v = F.linear(h, w.wq, w.bq), F.linear(h, w.wk, w.bk), F.linear(h, w.wv, w.bv)  # [T, nh*d], [T, kvh*d]
+        q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        q, k, v = F.linear(h, w.wqkv, w.bqkv).split([q_dim, kv_dim, kv_dim], dim=-1)  # [T, nh*d], [T, kvh*d] x2
         if cfg.qk_norm == "full":  # diff with mixtral (olmoe): one norm over all heads, before the split
             q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
         if cfg.clip_qkv is not None:  # diff with mixtral (olmoe)
@@ -196,8 +193,11 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: St
         q_pad = q.new_zeros(B * S, nh, d)
         q_pad[batch.padded_index] = q
         q_pad = q_pad.view(B, S, nh, d).transpose(1, 2)  # [B, nh, S, d]
-    k = keys[batch.slots, :, :L]  # [B, kvh, L, d]
-    v = values[batch.slots, :, :L]
+    first = batch.first_slot_if_contiguous
+    if first is not None:  # slots s..s+B-1: a view of the cache, no copy
+        k, v = keys[first:first + B, :, :L], values[first:first + B, :, :L]  # [B, kvh, L, d]
+    else:
+        k, v = keys[batch.slots, :, :L], values[batch.slots, :, :L]
     query_pos = batch.cached_lens[:, None] + torch.arange(S)[None, :]  # [B, S]
     mask = torch.arange(L)[None, None, :] <= query_pos[:, :, None]  # [B, S, L]; pad rows still see key 0
     out = F.scaled_dot_product_attention(q_pad, k, v, attn_mask=mask[:, None], scale=scale,
