@@ -1,0 +1,320 @@
+"""The Helm chart, linted and rendered offline with the real Helm SDK (`helm_python`; no cluster, no `helm`).
+
+Checks: lint; the rendered RayService against KubeRay's CRD schema (unknown fields refused, as `kubectl
+apply` does); its serveConfigV2 against Ray Serve's schema and its app args against `AppConfig`; the cluster's
+shape (head without GPUs, autoscaling, GPU worker groups, mounts where the app reads, non-root); that
+configs/serve.yaml and the schema's AppConfig are up to date; and that bad values are refused by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import posixpath
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+jsonschema = pytest.importorskip("jsonschema")
+
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
+
+from switchyard.configs.serve import AppConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm"
+CRD = ROOT.parent / "shared" / "data" / "k8s" / "ray.io_rayservices.yaml"
+
+_spec = importlib.util.spec_from_file_location("render_serve_config", ROOT / "scripts" / "render_serve_config.py")
+render_serve_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_serve_config)
+
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+GPU_EXAMPLE = yaml.safe_load((CHART / "values-gpu-example.yaml").read_text())
+VALUE_SETS = {"defaults": {}, "gpu-example": GPU_EXAMPLE}
+
+
+def render(values: dict) -> list[dict]:
+    return render_serve_config.objects(render_serve_config.render_chart(values))
+
+
+def merged_values(values: dict) -> dict:
+    with helm.Chart.load(CHART) as chart:
+        return chart.merge_values(values)
+
+
+def the(objects: list[dict], kind: str) -> dict:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def pod_templates(rayservice: dict) -> list[dict]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+
+def app_args(rayservice: dict) -> dict:
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["args"]
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def rendered(request) -> tuple[dict, list[dict]]:
+    values = VALUE_SETS[request.param]
+    return merged_values(values), render(values)
+
+
+# -- KubeRay's CRD -----------------------------------------------------------------------------------------
+def _strict(schema: dict) -> dict:
+    """A structural CRD schema with unknown fields refused. The API server would prune them silently (or,
+    with `kubectl apply`'s strict field validation, refuse them): either way a typo here is a bug."""
+    out = dict(schema)
+    if "properties" in schema:
+        out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = _strict(schema["additionalProperties"])
+    if isinstance(schema.get("items"), dict):
+        out["items"] = _strict(schema["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            out[key] = [_strict(s) for s in schema[key]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def rayservice_validator():
+    if not CRD.is_file():
+        pytest.skip(f"KubeRay's CRD is not at {CRD} (CI has ../shared beside the repository)")
+    crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return jsonschema.Draft7Validator(_strict(v1["schema"]["openAPIV3Schema"]))
+
+
+def test_strict_schema_refuses_unknown_fields():
+    schema = _strict({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {}}}}})
+    validator = jsonschema.Draft7Validator(schema)
+    assert validator.is_valid({"a": {"b": 1}})
+    assert not validator.is_valid({"a": {"c": 1}})
+
+
+# -- lint and render ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_chart_lints_clean(name):
+    report = helm.lint(CHART, VALUE_SETS[name], strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 = warning, 3 = error
+    assert report["errors"] == [] and problems == [], problems
+
+
+def crd_errors(validator, rayservice: dict) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(rayservice)]
+
+
+def test_rayservice_validates_against_kuberay_crd(rendered, rayservice_validator):
+    _, objects = rendered
+    rayservice = the(objects, "RayService")
+    assert rayservice["apiVersion"] == "ray.io/v1"
+    assert crd_errors(rayservice_validator, rayservice) == []
+
+
+def test_serve_config_is_a_serve_deploy_config_of_the_switchyard_app(rendered):
+    values, objects = rendered
+    raw = yaml.safe_load(the(objects, "RayService")["spec"]["serveConfigV2"])
+    schema = ServeDeploySchema.model_validate(raw)
+    (app,) = schema.applications
+    assert app.import_path == "switchyard.cluster.app:build_app"
+    AppConfig.model_validate(app.args)
+    assert app.args == values["switchyard"]  # the values, unchanged: one source for chart and serve.yaml
+
+
+def test_cluster_shape(rendered):
+    values, objects = rendered
+    cluster = the(objects, "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    router, *experts = cluster["workerGroupSpecs"]
+    assert router["groupName"] == values["routerWorkers"]["groupName"]
+    assert len(experts) == len(values["expertWorkers"]) >= 1
+    for group in cluster["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        gpus = container["resources"]["limits"].get("nvidia.com/gpu", 0)
+        assert group["rayStartParams"]["num-gpus"] == str(gpus)
+        assert 0 <= group["minReplicas"] <= group["maxReplicas"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "serve"}
+    for group in experts:
+        assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 1
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
+            group["template"]["spec"]["tolerations"]
+    # The expert groups' nodes can hold every Serve replica that autoscaling may ask for.
+    config = AppConfig.model_validate(values["switchyard"])
+    pool = config.expert_pool
+    most = pool.autoscaling.max_replicas if pool.autoscaling else pool.num_replicas
+    gpu_slots = sum(g["maxReplicas"] * g["resources"]["gpu"] for g in values["expertWorkers"])
+    assert gpu_slots >= config.num_groups * most * pool.num_gpus
+
+
+def test_pods_run_as_non_root_with_resource_requests(rendered):
+    _, objects = rendered
+    rayservice = the(objects, "RayService")
+    autoscaler = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    containers = [autoscaler]
+    for template in pod_templates(rayservice):
+        pod = template["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 1000
+        containers += template["spec"]["containers"] + template["spec"].get("initContainers", [])
+    for container in containers:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+
+
+def _mounts(template: dict) -> dict[str, dict]:
+    (container,) = template["spec"]["containers"]
+    return {m["name"]: m for m in container["volumeMounts"]}
+
+
+def _volumes(template: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in template["spec"]["volumes"]}
+
+
+def test_model_and_placement_are_mounted_where_the_app_reads_them(rendered):
+    values, objects = rendered
+    rayservice = the(objects, "RayService")
+    args = app_args(rayservice)
+    for template in pod_templates(rayservice):
+        mounts, volumes = _mounts(template), _volumes(template)
+        assert mounts["model"]["mountPath"] == args["model"]
+        assert mounts["model"].get("subPath", "") == values["model"]["pvc"]["subPath"]
+        assert volumes["model"]["persistentVolumeClaim"]["claimName"] == values["model"]["pvc"]["claimName"]
+        if args.get("placement"):
+            assert mounts["placement"]["mountPath"] == posixpath.dirname(args["placement"])
+            (item,) = volumes["placement"]["configMap"]["items"]
+            assert item == {"key": "placement.json", "path": posixpath.basename(args["placement"])}
+        else:
+            assert "placement" not in mounts
+
+
+@pytest.mark.parametrize("size_limit", ["", "40Gi"])
+def test_model_uri_is_downloaded_by_an_init_container(size_limit, rayservice_validator):
+    objects = render({"model": {"pvc": {"claimName": ""}, "uri": "s3://models/olmoe",
+                                "download": {"sizeLimit": size_limit}}})
+    rayservice = the(objects, "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    model = app_args(rayservice)["model"]
+    for template in pod_templates(rayservice):
+        (init,) = template["spec"]["initContainers"]
+        assert init["args"][:3] == ["copy", ":s3:models/olmoe", model]
+        assert init["volumeMounts"] == [{"name": "model", "mountPath": model}]
+        assert _volumes(template)["model"] == {"name": "model",
+                                               "emptyDir": {"sizeLimit": size_limit} if size_limit else {}}
+
+
+def test_placement_json_from_values_becomes_a_configmap(rayservice_validator):
+    placement = {"groups": [{"name": "a", "experts": {"0": [0, 1]}}, {"name": "b", "experts": {"0": [2, 3]}}]}
+    objects = render({"placement": {"json": json.dumps(placement, indent=1)},
+                      "switchyard": {"placement": "/etc/switchyard/placement.json"}})
+    configmap = the(objects, "ConfigMap")
+    assert json.loads(configmap["data"]["placement.json"]) == placement
+    rayservice = the(objects, "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    for template in pod_templates(rayservice):
+        assert _volumes(template)["placement"]["configMap"]["name"] == configmap["metadata"]["name"]
+        assert "checksum/placement" in template["metadata"]["annotations"]  # a new file rolls the cluster
+
+
+def test_ingress_routes_to_kuberays_serve_service():
+    objects = render(GPU_EXAMPLE)
+    service = the(objects, "RayService")["spec"]["serveService"]
+    backend = the(objects, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"number": service["spec"]["ports"][0]["port"]}}
+    assert "Ingress" not in {o["kind"] for o in render({})}
+
+
+# -- generated files are up to date ------------------------------------------------------------------------
+def test_serve_yaml_is_the_charts_serve_config():
+    assert (ROOT / "configs" / "serve.yaml").read_text() == render_serve_config.serve_config_text(), \
+        "configs/serve.yaml is stale: run `python scripts/render_serve_config.py`"
+
+
+def test_values_schema_checks_switchyard_with_app_config():
+    assert (CHART / "values.schema.json").read_text() == render_serve_config.schema_text(), \
+        "helm/values.schema.json's AppConfig is stale: run `python scripts/render_serve_config.py`"
+
+
+def test_every_value_is_documented():
+    """Every value of values.yaml has a `# --` comment block right above it (the helm-docs convention that
+    KubeRay's chart follows): each leaf, or a map or list documented as a whole."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, documented_indent = [], None
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if documented_indent is not None and indent > documented_indent:
+            continue  # inside a value documented as a whole
+        documented_indent = None
+        key = re.match(r"\s*([\w./-]+):(.*)$", line)
+        if not key:
+            continue
+        j = i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and not lines[j].lstrip().startswith("# --"):
+            j -= 1
+        if j >= 0 and lines[j].lstrip().startswith("# --"):
+            documented_indent = indent
+            continue
+        following = next((l for l in lines[i + 1:] if l.strip() and not l.lstrip().startswith("#")), "")
+        is_map = not key.group(2).strip() and not following.lstrip().startswith("- ")
+        if not is_map:  # a leaf: its value on its line, or a list below it
+            undocumented.append(f"line {i + 1}: {line.strip()}")
+    assert undocumented == []
+
+
+# -- bad values are refused, naming what to fix ------------------------------------------------------------
+def _expert_group(**change) -> dict:
+    group = copy.deepcopy(DEFAULTS["expertWorkers"][0])
+    group.update(change)
+    return group
+
+
+@pytest.mark.parametrize("values,error,message", [
+    ({"expertWorkers": [_expert_group(minReplicas=-1)]}, "HelmValuesError", "/expertWorkers/0/minReplicas'.*minimum"),
+    ({"routerWorkers": {"maxReplicas": -2}}, "HelmValuesError", "/routerWorkers/maxReplicas'.*minimum"),
+    ({"switchyard": {"expert_pool": {"num_replicas": -1}}}, "HelmValuesError",
+     "/switchyard/expert_pool/num_replicas'.*minimum"),
+    ({"switchyard": {"model": None}}, "HelmValuesError", "/switchyard'.*missing property 'model'"),
+    ({"switchyard": {"model": "models/x"}}, "HelmValuesError", "/switchyard/model'.*does not match"),
+    ({"switchyard": {"num_gpus": 1}}, "HelmValuesError", "/switchyard'.*additional properties 'num_gpus'"),
+    ({"switchyard": {"router": {"transport": "pigeon"}}}, "HelmValuesError", "/switchyard/router/transport'"),
+    ({"model": {"uri": "https://example.com/m"}}, "HelmValuesError", "/model/uri'.*does not match"),
+    ({"model": {"pvc": {"claimName": ""}}}, "HelmRenderError", "no model to serve; set model.pvc.claimName"),
+    ({"model": {"uri": "s3://b/m"}}, "HelmRenderError", "set exactly one of model.pvc.claimName and model.uri"),
+    ({"routerWorkers": {"minReplicas": 3, "maxReplicas": 2}}, "HelmRenderError",
+     "worker group router: minReplicas \\(3\\) > maxReplicas \\(2\\)"),
+    ({"expertWorkers": [_expert_group(groupName="router")]}, "HelmRenderError", "router is used twice"),
+    ({"switchyard": {"placement": "/etc/switchyard/placement.json"}}, "HelmRenderError",
+     "no file is given; set placement.json"),
+    ({"placement": {"existingConfigMap": "p"}}, "HelmRenderError", "set switchyard.placement to the path"),
+    ({"placement": {"json": '{"groups": [{"experts": {}}]}'}, "switchyard": {"placement": "/etc/p/p.json"}},
+     "HelmRenderError", "placement.json has 1 groups but switchyard.num_groups is 2"),
+    ({"placement": {"json": '{"groups": ['}, "switchyard": {"placement": "/etc/p/p.json"}},
+     "HelmRenderError", "placement.json is not JSON"),
+    ({"switchyard": {"placement": "/models/model/placement.json"}, "placement": {"existingConfigMap": "p"}},
+     "HelmRenderError", "outside the model folder"),
+    ({"switchyard": {"expert_pool": {"num_gpus": 2}}}, "HelmRenderError",
+     "expert_pool.num_gpus \\(2\\) is more than any expert worker group has"),
+])
+def test_bad_values_are_refused_with_a_clear_message(values, error, message):
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert type(err.value).__name__ == error
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_lint_reports_values_that_break_the_schema():
+    report = helm.lint(CHART, {"routerWorkers": {"minReplicas": -1}})
+    assert any("/routerWorkers/minReplicas" in e for e in report["errors"])
