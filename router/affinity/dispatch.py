@@ -7,10 +7,10 @@ Rule, per token:
 3. otherwise to the least loaded replica, counting what this call has assigned so far; its group then
    counts as used for the token's remaining replicated experts.
 
-Step 3 is done one replicated expert at a time (most waiting tokens first), water-filling that
-expert's tokens over its replicas: the loads a one-token-at-a-time loop over those tokens would reach,
-without a Python loop over tokens. Steps 2-3 repeat until every pair is placed, so a group opened in
-step 3 is "already used" for the token's other replicated experts.
+Vectorised over tokens: step 3 takes every token's first unplaced replicated expert at once and
+water-fills each expert's tokens over its replicas (the loads a one-token-at-a-time loop over them would
+reach; experts placed in the same round see the loads from before the round). Steps 2-3 repeat, at most
+k rounds, so a group opened in step 3 is "already used" for the token's other replicated experts.
 """
 
 from __future__ import annotations
@@ -45,24 +45,28 @@ class DispatchTables:
         return self.layers.index(layer)
 
 
-def water_fill(load: torch.Tensor, items: int) -> torch.Tensor:
-    """Counts [r] that `items` unit assignments, each to the currently least loaded of r bins, end with.
+def water_fill(load: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Per row, how `items` unit assignments, each to the currently least loaded bin, end up spread.
 
-    load [r] (float or int) -> int64 [r] summing to `items`.
+    load [n, R] float with +inf where a row has fewer bins; items [n] int64 -> counts [n, R] int64,
+    each row summing to its items. Closed form (fill the lowest bins to a common level), no loop.
     """
-    sorted_load, order = torch.sort(load.double())
-    cumulative = torch.cumsum(sorted_load, 0)
-    ranks = torch.arange(1, len(load) + 1, dtype=torch.float64)
-    cost_to_level = sorted_load * ranks - cumulative  # [r] items to raise the m lowest bins to bin m's load
-    filled = int((cost_to_level <= items).sum())  # bins that receive items
-    level = (items + cumulative[filled - 1]) / filled
-    base = torch.clamp(torch.floor(level - sorted_load[:filled]), min=0).long()
-    extra = items - int(base.sum())
+    sorted_load, order = torch.sort(load.double(), dim=1)
+    real = torch.isfinite(sorted_load)
+    level_load = torch.where(real, sorted_load, 0.0)
+    cumulative = torch.cumsum(level_load, 1)
+    ranks = torch.arange(1, load.shape[1] + 1, dtype=torch.float64)
+    cost_to_level = torch.where(real, level_load * ranks - cumulative, torch.inf)  # items to level bin m
+    filled = (cost_to_level <= items[:, None]).sum(1)  # [n] bins that receive items (>= 1)
+    level = (items + cumulative.gather(1, (filled - 1)[:, None]).squeeze(1)) / filled  # [n]
+    receives = ranks[None, :] <= filled[:, None]  # [n, R]
+    base = torch.where(receives, torch.clamp(torch.floor(level[:, None] - level_load), min=0), 0).long()
+    extra = items - base.sum(1)  # [n], < filled
     # The leftover units go to the bins that end lowest, as the one-at-a-time loop would.
-    base[torch.argsort(sorted_load[:filled] + base, stable=True)[:extra]] += 1
-    counts = torch.zeros(len(load), dtype=torch.int64)
-    counts[order[:filled]] = base
-    return counts
+    end = torch.where(receives, level_load + base, torch.inf)
+    position = torch.argsort(torch.argsort(end, dim=1, stable=True), dim=1, stable=True)
+    base += (position < extra[:, None]).long()
+    return torch.zeros_like(base).scatter_(1, order, base)
 
 
 def assign_replicas(
@@ -88,22 +92,32 @@ def assign_replicas(
 
     used = torch.zeros(num_tokens, tables.num_groups, dtype=torch.bool)  # [T, G]
     assign(torch.nonzero(count == 1).squeeze(1), groups[count == 1])
-    safe = candidates.clamp(min=0)
-    while True:
-        pending = groups < 0
-        if not bool(pending.any()):
-            break
-        on_used = used[token[:, None], safe] & (candidates >= 0) & pending[:, None]  # [T*k, R]
-        hit = torch.nonzero(on_used.any(1)).squeeze(1)
-        if len(hit):
+    pending = torch.nonzero(count > 1).squeeze(1)  # items of replicated experts still to place
+    while len(pending):
+        options = candidates[pending]  # [P, R]
+        safe = options.clamp(min=0)
+        on_used = used[token[pending, None], safe] & (options >= 0)  # [P, R]
+        hit = on_used.any(1)  # [P]
+        if bool(hit.any()):
             load = torch.where(on_used[hit], group_load[safe[hit]].double(), torch.inf)
-            assign(hit, safe[hit].gather(1, load.argmin(1, keepdim=True)).squeeze(1))
+            assign(pending[hit], safe[hit].gather(1, load.argmin(1, keepdim=True)).squeeze(1))
+            pending = pending[~hit]
             continue
-        # Free choice: the replicated expert with the most waiting items first, like EPLB's packing.
-        waiting = experts[pending]
-        expert = int(torch.bincount(waiting).argmax())
-        items = torch.nonzero(pending & (experts == expert)).squeeze(1)
-        replicas = tables.replica_groups[l, expert][: int(tables.replica_count[l, expert])]
-        per_replica = water_fill(group_load[replicas], len(items))
-        assign(items, torch.repeat_interleave(replicas, per_replica))
+        # Free choice, for each token's first waiting item at once (so a group it opens counts as used
+        # for its next ones): water-fill each expert's items over its replicas.
+        token_of = token[pending]
+        first = torch.ones_like(hit)
+        first[1:] = token_of[1:] != token_of[:-1]  # pending is in item order, so grouped by token
+        items = pending[first]
+        expert, which = torch.unique(experts[items], return_inverse=True)  # [U], [I]
+        replicas = tables.replica_groups[l][expert]  # [U, R]
+        per_expert = torch.bincount(which, minlength=len(expert))  # [U]
+        replica_load = torch.where(replicas >= 0, group_load[replicas.clamp(min=0)].double(), torch.inf)
+        counts = water_fill(replica_load, per_expert)  # [U, R]
+        by_expert = torch.argsort(which, stable=True)
+        rank = torch.empty_like(which)  # position of each item among its expert's items
+        rank[by_expert] = torch.arange(len(which)) - (torch.cumsum(per_expert, 0) - per_expert)[which[by_expert]]
+        slot = (rank[:, None] >= torch.cumsum(counts, 1)[which]).sum(1)
+        assign(items, replicas[which, slot])
+        pending = pending[~first]
     return groups.reshape(num_tokens, k)
