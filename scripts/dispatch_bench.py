@@ -35,7 +35,8 @@ def main() -> None:
         assign_replicas(ids, 0, tables, torch.zeros(64))
     per_call = (time.perf_counter() - start) / args.repeat
     replicated = int((placement.replica_counts()[0] > 1).sum())
-    print(f"assign_replicas: {args.tokens} tokens x top-8, {replicated} replicated experts: {per_call * 1e3:.2f} ms per call")
+    print(f"assign_replicas: {args.tokens} tokens x top-8, {replicated} replicated experts: "
+          f"{per_call * 1e3:.2f} ms per call")
 
 
 if __name__ == "__main__":

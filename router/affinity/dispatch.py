@@ -44,6 +44,10 @@ class DispatchTables:
     def layer_index(self, layer: int) -> int:
         return self.layers.index(layer)
 
+    def to(self, device: torch.device | str) -> "DispatchTables":
+        """The same tables on `device`, to dispatch where the gate's top-k already is."""
+        return DispatchTables(self.layers, self.num_groups, self.replica_groups.to(device), self.replica_count.to(device))
+
 
 def water_fill(load: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Per row, how `items` unit assignments, each to the currently least loaded bin, end up spread.
@@ -55,7 +59,7 @@ def water_fill(load: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     real = torch.isfinite(sorted_load)
     level_load = torch.where(real, sorted_load, 0.0)
     cumulative = torch.cumsum(level_load, 1)
-    ranks = torch.arange(1, load.shape[1] + 1, dtype=torch.float64)
+    ranks = torch.arange(1, load.shape[1] + 1, dtype=torch.float64, device=load.device)
     cost_to_level = torch.where(real, level_load * ranks - cumulative, torch.inf)  # items to level bin m
     filled = (cost_to_level <= items[:, None]).sum(1)  # [n] bins that receive items (>= 1)
     level = (items + cumulative.gather(1, (filled - 1)[:, None]).squeeze(1)) / filled  # [n]
@@ -76,11 +80,13 @@ def assign_replicas(
     group_load: torch.Tensor,  # [G], updated in place with this call's assignments
 ) -> torch.Tensor:
     """Group of every (token, expert) pair, [T, k] int64. `group_load` is updated in place so a router
-    can carry it across the micro-batches of a step (start from zeros per layer and step)."""
+    can carry it across the micro-batches of a step (start from zeros per layer and step). All tensors
+    on one device (see `DispatchTables.to`)."""
     l = tables.layer_index(layer)
     num_tokens, k = expert_ids.shape
     experts = expert_ids.reshape(-1).long()  # [T*k] items
-    token = torch.arange(num_tokens).repeat_interleave(k)  # [T*k]
+    device = expert_ids.device
+    token = torch.arange(num_tokens, device=device).repeat_interleave(k)  # [T*k]
     candidates = tables.replica_groups[l][experts]  # [T*k, R]
     count = tables.replica_count[l][experts]  # [T*k]
     groups = torch.where(count == 1, candidates[:, 0], -1)  # [T*k]
@@ -90,7 +96,7 @@ def assign_replicas(
         used[token[items], chosen] = True
         group_load.add_(torch.bincount(chosen, minlength=tables.num_groups).to(group_load.dtype))
 
-    used = torch.zeros(num_tokens, tables.num_groups, dtype=torch.bool)  # [T, G]
+    used = torch.zeros(num_tokens, tables.num_groups, dtype=torch.bool, device=device)  # [T, G]
     assign(torch.nonzero(count == 1).squeeze(1), groups[count == 1])
     pending = torch.nonzero(count > 1).squeeze(1)  # items of replicated experts still to place
     while len(pending):
@@ -116,7 +122,8 @@ def assign_replicas(
         counts = water_fill(replica_load, per_expert)  # [U, R]
         by_expert = torch.argsort(which, stable=True)
         rank = torch.empty_like(which)  # position of each item among its expert's items
-        rank[by_expert] = torch.arange(len(which)) - (torch.cumsum(per_expert, 0) - per_expert)[which[by_expert]]
+        start_of_expert = torch.cumsum(per_expert, 0) - per_expert  # [U]
+        rank[by_expert] = torch.arange(len(which), device=device) - start_of_expert[which[by_expert]]
         slot = (rank[:, None] >= torch.cumsum(counts, 1)[which]).sum(1)
         assign(items, replicas[which, slot])
         pending = pending[~first]

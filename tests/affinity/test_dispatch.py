@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from switchyard.router.affinity.dispatch import DispatchTables, assign_replicas, water_fill

@@ -24,7 +24,8 @@ def test_json_round_trip_and_lookups(tmp_path):
     assert back.groups_of(3, 0) == [0, 1] and back.groups_of(2, 0) == [0]
     assert back.experts_of_group(1) == {2: [2, 3], 3: [0, 2, 3]}
     document = json.loads(back.to_json())
-    assert document["version"] == 1 and document["groups"][1] == {"name": "group-1", "experts": {"2": [2, 3], "3": [0, 2, 3]}}
+    assert document["version"] == 1
+    assert document["groups"][1] == {"name": "group-1", "experts": {"2": [2, 3], "3": [0, 2, 3]}}
 
 
 @pytest.mark.parametrize(
