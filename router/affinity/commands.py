@@ -1,0 +1,216 @@
+"""Command line: `affinity fit | plot | predict` and `place`, mounted by the switchyard CLI.
+
+    switchyard affinity fit TRACES... -o matrix.npz [--rows EXPR]
+    switchyard affinity plot --matrix matrix.npz --layer L [--placement P] -o out.png
+    switchyard affinity predict --traces FILE [--fit EXPR] [--eval EXPR] [--distance D] [--json]
+    switchyard place --traces FILE --groups G [--replicas R] [--fit EXPR] [--eval EXPR] [--json] [-o P]
+
+`register(subparsers)` adds them to a parent parser; every subcommand sets `func(args) -> exit code`.
+`main(argv)` runs them standalone: `python -m switchyard.router.affinity.commands place ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from switchyard.router.affinity.affinity_placement import affinity_placement
+from switchyard.router.affinity.matrix import AffinityMatrix, fit_affinity
+from switchyard.router.affinity.metrics import evaluate_placement
+from switchyard.router.affinity.placement import Placement
+from switchyard.router.affinity.plot import plot_layer
+from switchyard.router.affinity.prediction import fit_predictor, prediction_recall
+from switchyard.router.affinity.strategies import EplbHierarchy, contiguous, eplb, round_robin
+from switchyard.router.affinity.traces import RoutingTrace, read_traces
+
+
+@dataclass(frozen=True)
+class Split:
+    fit: RoutingTrace
+    evaluate: RoutingTrace
+
+
+def split_trace(trace: RoutingTrace, fit_expr: str | None, eval_expr: str | None) -> Split:
+    """Rows to fit on and rows to evaluate on. Defaults: the first half of the sequences to fit, and
+    whatever is not fitted to evaluate, so the two never overlap unless both are given."""
+    if fit_expr is None:
+        sequences = np.unique(trace.seq_id)
+        fit_mask = trace.seq_id < sequences[len(sequences) // 2] if len(sequences) > 1 else np.ones(trace.num_rows, bool)
+    else:
+        fit_mask = trace.filter_mask(fit_expr)
+    eval_mask = ~fit_mask if eval_expr is None else trace.filter_mask(eval_expr)
+    if not fit_mask.any() or not eval_mask.any():
+        raise SystemExit(f"empty split: {fit_mask.sum()} rows to fit, {eval_mask.sum()} rows to evaluate")
+    return Split(trace.select(fit_mask), trace.select(eval_mask))
+
+
+@dataclass(frozen=True)
+class StrategyRow:
+    strategy: str
+    replica_slots: int  # extra experts per layer actually placed (summed over groups, mean over layers)
+    fan_out: float
+    imbalance: float
+    bytes_per_token: float
+    group_switches: float
+
+
+def compare_strategies(
+    split: Split,
+    num_groups: int,
+    replica_slots: int,
+    hidden_size: int,
+    bytes_per_element: int,
+    num_nodes: int,
+) -> tuple[list[StrategyRow], Placement]:
+    """Fit on split.fit, score every strategy on split.evaluate -> (rows, the affinity placement)."""
+    matrix = fit_affinity(split.fit)
+    layers, experts = [int(layer) for layer in matrix.layers], matrix.num_experts
+    placements = [contiguous(layers, experts, num_groups), round_robin(layers, experts, num_groups)]
+    placements.append(eplb(matrix.popularity, layers, num_groups, replica_slots))
+    if num_nodes > 1:  # EPLB's node level only means something with several nodes
+        hierarchy = EplbHierarchy(num_nodes=num_nodes, num_expert_groups=num_nodes)
+        placements.append(eplb(matrix.popularity, layers, num_groups, replica_slots, hierarchy))
+    chosen = affinity_placement(matrix, num_groups, replica_slots)
+    placements.append(chosen)
+    routing = split.evaluate.aligned()
+    rows = []
+    for placement in placements:
+        report = evaluate_placement(placement, routing, hidden_size, bytes_per_element)
+        rows.append(
+            StrategyRow(
+                strategy=placement.strategy,
+                replica_slots=int(round((placement.replica_counts().sum(1) - experts).mean())),
+                fan_out=report.mean_fan_out,
+                imbalance=report.mean_imbalance,
+                bytes_per_token=report.mean_bytes_per_token,
+                group_switches=report.mean_group_switches,
+            )
+        )
+    return rows, chosen
+
+
+def format_table(rows: Sequence[StrategyRow]) -> str:
+    header = ("strategy", "replicas", "fan-out", "imbalance", "bytes/token", "switches")
+    cells = [header] + [
+        (r.strategy, str(r.replica_slots), f"{r.fan_out:.3f}", f"{r.imbalance:.3f}", f"{r.bytes_per_token:,.0f}",
+         f"{r.group_switches:.3f}")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    return "\n".join(lines)
+
+
+def run_place(args: argparse.Namespace) -> int:
+    split = split_trace(read_traces(args.traces), args.fit, args.eval)
+    rows, chosen = compare_strategies(
+        split, args.groups, args.replicas, args.hidden_size, args.bytes_per_element, args.nodes
+    )
+    if args.json:
+        print(json.dumps({"fit_rows": split.fit.num_rows, "eval_rows": split.evaluate.num_rows,
+                          "groups": args.groups, "results": [asdict(r) for r in rows]}, indent=1))
+    else:
+        print(f"fit on {split.fit.num_rows} rows, evaluated on {split.evaluate.num_rows} rows; "
+              f"{args.groups} groups, {args.replicas} replica slots per layer; bytes/token = fan-out x "
+              f"{args.hidden_size} x {args.bytes_per_element} B, one way, per layer")
+        print(format_table(rows))
+    if args.output:
+        chosen.save(args.output)
+        if not args.json:
+            print(f"wrote {chosen.strategy} placement to {args.output}")
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    trace = read_traces(args.traces)
+    if args.rows:
+        trace = trace.filter_rows(args.rows)
+    matrix = fit_affinity(trace)
+    matrix.save(args.output)
+    print(f"fitted {matrix.num_layers} layers x {matrix.num_experts} experts from {trace.num_rows} rows -> {args.output}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    matrix = AffinityMatrix.load(args.matrix)
+    placement = Placement.load(args.placement) if args.placement else None
+    plot_layer(matrix, args.layer, args.output, placement)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    split = split_trace(read_traces(args.traces), args.fit, args.eval)
+    matrix = fit_affinity(split.fit)
+    predictor = fit_predictor(split.fit.aligned(), args.distance, args.history)
+    report = prediction_recall(matrix, predictor, split.evaluate.aligned(), args.distance)
+    if args.json:
+        print(json.dumps({key: np.asarray(value).tolist() for key, value in asdict(report).items()}, indent=1))
+        return 0
+    print(f"recall@{matrix.top_k} of the experts d MoE layers ahead (held-out rows: {split.evaluate.num_rows})")
+    print("distance  popularity  transition  fitted")
+    for d, pop, trans, fitted in zip(report.distances, report.popularity, report.transition, report.fitted):
+        print(f"{d:8d}  {pop:10.3f}  {trans:10.3f}  {fitted:6.3f}")
+    return 0
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--traces", nargs="+", required=True, help="Parquet trace file(s)")
+    parser.add_argument("--fit", help='rows to fit on, e.g. "seq_id<16" (default: first half of the sequences)')
+    parser.add_argument("--eval", help='rows to evaluate on, e.g. "seq_id>=16" (default: the rows not fitted)')
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `affinity {fit,plot,predict}` and `place` to a CLI's subparsers."""
+    affinity = subparsers.add_parser("affinity", help="fit, plot and test the expert affinity matrix")
+    commands = affinity.add_subparsers(dest="affinity_command", required=True)
+
+    fit = commands.add_parser("fit", help="fit an affinity matrix from routing traces")
+    fit.add_argument("traces", nargs="+", help="Parquet trace file(s)")
+    fit.add_argument("-o", "--output", required=True, help="matrix file to write (.npz)")
+    fit.add_argument("--rows", help='only rows matching this filter, e.g. "seq_id<16"')
+    fit.set_defaults(func=run_fit)
+
+    plot = commands.add_parser("plot", help="heatmaps of one layer's co-activation and transition")
+    plot.add_argument("--matrix", required=True)
+    plot.add_argument("--layer", type=int, required=True, help="MoE layer id")
+    plot.add_argument("--placement", help="placement JSON whose groups order and divide the experts")
+    plot.add_argument("-o", "--output", required=True, help="PNG file to write")
+    plot.set_defaults(func=run_plot)
+
+    predict = commands.add_parser("predict", help="recall of later layers' experts predicted from earlier routing")
+    _add_split_options(predict)
+    predict.add_argument("--distance", type=int, default=3, help="predict up to this many MoE layers ahead")
+    predict.add_argument("--history", type=int, default=2, help="routed layers the fitted predictor looks back on")
+    predict.set_defaults(func=run_predict)
+
+    place = subparsers.add_parser("place", help="compare placement strategies on held-out traces, write one")
+    _add_split_options(place)
+    place.add_argument("--groups", type=int, required=True, help="expert groups (deployments)")
+    place.add_argument("--replicas", type=int, default=0, help="replica slots per layer, a multiple of --groups")
+    place.add_argument("--hidden-size", type=int, default=4096, help="model hidden size, for bytes/token")
+    place.add_argument("--bytes-per-element", type=int, default=2, help="activation bytes per element (bf16: 2)")
+    place.add_argument("--nodes", type=int, default=1, help="nodes the groups span; > 1 adds eplb-hierarchical")
+    place.add_argument("-o", "--output", help="write the affinity placement JSON here")
+    place.set_defaults(func=run_place)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__.splitlines()[0])
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as error:  # bad filter, bad placement file, sizes that do not divide...
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
