@@ -9,7 +9,7 @@ from __future__ import annotations
 from ray.serve import Application
 
 from switchyard.cluster.expert_deployment import ExpertGroupDeployment
-from switchyard.cluster.router_deployment import RouterDeployment, plan_groups
+from switchyard.cluster.router_deployment import RouterDeployment, plan_placement
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 
@@ -17,10 +17,11 @@ from switchyard.experts.checkpoint import Checkpoint
 def build_app(args: dict) -> Application:
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
-    groups = plan_groups(config, ckpt)
+    placement = plan_placement(config, ckpt)
     pool = config.expert_pool
     bound_groups = []
-    for index, assignment in enumerate(groups):
+    for index in range(config.num_groups):
+        assignment = placement.experts_of_group(index)
         name = config.group_deployment_name(index)
         deployment = ExpertGroupDeployment.options(name=name, **pool.deployment_options())
         bound_groups.append(deployment.bind(config.name, name, config.model, assignment, config.dtype,

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from switchyard.cluster import cli_bench, cli_generate, cli_serve, cli_trace
+from switchyard.router.affinity import commands as affinity_commands
 
 
 def engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (cli_generate, cli_serve, cli_bench, cli_trace):
         command.register(sub, engine_flags)
+    affinity_commands.register(sub)  # `affinity fit|plot|predict`, `place`
     return parser
 
 

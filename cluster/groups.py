@@ -1,52 +1,50 @@
-"""Which (layer, expert) pairs each expert group holds, as the cluster needs it.
+"""The placement the cluster runs: which (layer, expert) pairs each expert group holds, and, per layer, which
+group each token's experts go to.
 
 A placement file (`switchyard place -o placement.json`) gives the groups; without one, experts are split
-contiguously: group g holds experts [g·E/G, (g+1)·E/G) of every MoE layer.
+contiguously. Where a placement replicates an expert in several groups, the router's replica choice
+(`assign_replicas`) sends the token to a group it already uses, else to the least loaded replica.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from switchyard.configs.model import ConfigError, ModelConfig
-
-GroupAssignment = dict[int, list[int]]  # layer -> expert ids held
-
-
-def contiguous_groups(config: ModelConfig, num_groups: int) -> list[GroupAssignment]:
-    if num_groups > config.num_experts:
-        raise ConfigError(f"`num_groups` ({num_groups}) exceeds the model's {config.num_experts} experts")
-    bounds = [round(g * config.num_experts / num_groups) for g in range(num_groups + 1)]
-    return [{layer: list(range(bounds[g], bounds[g + 1])) for layer in config.moe_layers} for g in range(num_groups)]
+from switchyard.router.affinity.dispatch import DispatchTables, assign_replicas
+from switchyard.router.affinity.placement import Placement, PlacementError
+from switchyard.router.affinity.strategies import contiguous
 
 
-def groups_from_file(path: str | Path, config: ModelConfig, num_groups: int) -> list[GroupAssignment]:
-    """Read a placement JSON and check it covers every expert of every MoE layer of this model."""
+def load_placement(path: str | None, model: ModelConfig, num_groups: int) -> Placement:
+    """The placement file at `path` (checked against the model), or the contiguous split."""
+    if path is None:
+        if model.num_experts % num_groups:
+            raise ConfigError(f"`num_groups` ({num_groups}) must divide the model's {model.num_experts} experts "
+                              "for the contiguous split; or give a placement file")
+        return contiguous(model.moe_layers, model.num_experts, num_groups)
     try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        placement = Placement.load(path)
+    except (OSError, PlacementError, ValueError) as err:
         raise ConfigError(f"placement file {path}: {err}") from err
-    groups = [{int(layer): [int(e) for e in experts] for layer, experts in g["experts"].items()}
-              for g in raw.get("groups", [])]
-    if len(groups) != num_groups:
-        raise ConfigError(f"placement file {path} has {len(groups)} groups; `num_groups` is {num_groups}")
-    for layer in config.moe_layers:
-        held = set().union(*(g.get(layer, []) for g in groups))
-        missing = sorted(set(range(config.num_experts)) - held)
-        if missing:
-            raise ConfigError(f"placement file {path}: layer {layer} experts {missing[:8]} are in no group")
-    return groups
+    if placement.num_groups != num_groups:
+        raise ConfigError(f"placement file {path} has {placement.num_groups} groups; `num_groups` is {num_groups}")
+    if placement.num_experts != model.num_experts or tuple(placement.layers) != model.moe_layers:
+        raise ConfigError(f"placement file {path} is for {placement.num_experts} experts on layers "
+                          f"{list(placement.layers)}; the model has {model.num_experts} on {list(model.moe_layers)}")
+    return placement
 
 
-def group_of_expert(groups: list[GroupAssignment], config: ModelConfig) -> dict[int, torch.Tensor]:
-    """Per MoE layer, [E] the first group that holds each expert (the dispatch table without replicas)."""
-    tables = {}
-    for layer in config.moe_layers:
-        table = torch.full((config.num_experts,), -1, dtype=torch.long)
-        for g in reversed(range(len(groups))):
-            table[groups[g].get(layer, [])] = g
-        tables[layer] = table
-    return tables
+class GroupChooser:
+    """Per layer, the group of every (token, expert): [T, k] expert ids → [T, k] group ids."""
+
+    def __init__(self, placement: Placement):
+        self.tables = DispatchTables.from_placement(placement)
+        self.replicated = bool((self.tables.replica_count > 1).any())
+        self.only_group = self.tables.replica_groups[..., 0]  # [L, E] the group, when there is one
+
+    def __call__(self, layer: int, expert_ids: torch.Tensor) -> torch.Tensor:
+        if not self.replicated:
+            return self.only_group[self.tables.layer_index(layer)][expert_ids]
+        load = torch.zeros(self.tables.num_groups, dtype=torch.long)
+        return assign_replicas(expert_ids, layer, self.tables, load)

@@ -27,17 +27,16 @@ class DispatchStats:
 
 
 class RemoteExperts:
-    def __init__(self, group_of_expert: dict[int, torch.Tensor], transport: ExpertTransport, num_groups: int,
-                 on_dispatch=None):
-        """group_of_expert: per MoE layer, [E] the group that serves each expert.
+    def __init__(self, choose_groups, transport: ExpertTransport, num_groups: int, on_dispatch=None):
+        """choose_groups(layer, expert_ids [T, k]) → [T, k] the group serving each chosen expert.
         on_dispatch(num_tokens, {group: tokens}) sees every layer's dispatch (metrics)."""
-        self.group_of_expert = group_of_expert
+        self.choose_groups = choose_groups
         self.transport = transport
         self.on_dispatch = on_dispatch
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
-        groups = self.group_of_expert[layer][routing.expert_ids]  # [T, k] group of each chosen expert
+        groups = self.choose_groups(layer, routing.expert_ids)  # [T, k] group of each chosen expert
         calls, sent = [], {}
         for group in torch.unique(groups).tolist():
             chosen = groups == group  # [T, k]

@@ -10,7 +10,7 @@ import torch
 from fastapi import Response
 from ray import serve
 
-from switchyard.cluster.groups import contiguous_groups, group_of_expert, groups_from_file
+from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
 from switchyard.cluster.remote_experts import RemoteExperts
 from switchyard.cluster.telemetry import RouterTelemetry
@@ -25,10 +25,8 @@ from switchyard.router.tokenizer import Tokenizer
 api = build_openai_app()
 
 
-def plan_groups(config: AppConfig, ckpt: Checkpoint):
-    if config.placement:
-        return groups_from_file(config.placement, ckpt.config, config.num_groups)
-    return contiguous_groups(ckpt.config, config.num_groups)
+def plan_placement(config: AppConfig, ckpt: Checkpoint):
+    return load_placement(config.placement, ckpt.config, config.num_groups)
 
 
 @serve.deployment
@@ -39,7 +37,7 @@ class RouterDeployment:
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
         ckpt = Checkpoint.open(cfg.model)
-        groups = plan_groups(cfg, ckpt)
+        placement = plan_placement(cfg, ckpt)
         names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
         timeout = cfg.router.expert_timeout_s
         if cfg.router.transport == "actor":
@@ -49,7 +47,7 @@ class RouterDeployment:
         self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
                                          cfg.prices.expert_replica_per_hour)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
-        self.experts = RemoteExperts(group_of_expert(groups, ckpt.config), self.transport, cfg.num_groups,
+        self.experts = RemoteExperts(GroupChooser(placement), self.transport, cfg.num_groups,
                                      on_dispatch=self.telemetry.on_dispatch)
         engine_config = cfg.engine_config()
         model = DenseModel.load(ckpt, engine_config.torch_dtype, max_positions=engine_config.max_model_len)

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from switchyard.cluster.cli_serve import load_app_args
-from switchyard.cluster.groups import contiguous_groups, groups_from_file
+from switchyard.cluster.groups import GroupChooser, load_placement
+from switchyard.router.affinity.strategies import round_robin
 from switchyard.configs.model import ConfigError
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
@@ -42,11 +44,33 @@ def test_bad_app_config_names_the_field(change, field):
     assert field in str(err.value).replace("\n", ".").replace(" ", "")
 
 
-def test_placement_file_must_cover_every_expert(checkpoints, tmp_path):
+def test_placement_file_is_checked_against_the_model(checkpoints, tmp_path):
     cfg = Checkpoint.open(checkpoints["qwen3_moe"]).config
-    groups = contiguous_groups(cfg, 2)
-    assert [sorted(g[0]) for g in groups] == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    bad = tmp_path / "p.json"
-    bad.write_text('{"groups": [{"name": "a", "experts": {"0": [0, 1]}}, {"name": "b", "experts": {"0": [2]}}]}')
-    with pytest.raises(ConfigError, match="layer 0 experts \\[3, 4, 5"):
-        groups_from_file(bad, cfg, 2)
+    placement = load_placement(None, cfg, 2)
+    assert placement.experts_of_group(0)[0] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="must divide"):
+        load_placement(None, cfg, 3)
+    wrong = tmp_path / "p.json"
+    round_robin(range(5), 8, 2).save(wrong)
+    with pytest.raises(ConfigError, match="layers"):
+        load_placement(str(wrong), cfg, 2)
+    broken = tmp_path / "b.json"
+    broken.write_text('{"version": 1, "groups": []}')
+    with pytest.raises(ConfigError, match="placement file"):
+        load_placement(str(broken), cfg, 2)
+
+
+def test_replicated_experts_go_to_a_group_the_token_already_uses(checkpoints, tmp_path):
+    import json
+
+    cfg = Checkpoint.open(checkpoints["qwen3_moe"]).config
+    doc = json.loads(load_placement(None, cfg, 2).to_json())
+    for group in doc["groups"]:  # expert 0 of every layer in both groups
+        for layer, experts in group["experts"].items():
+            group["experts"][layer] = sorted(set(experts) | {0})
+    path = tmp_path / "replicated.json"
+    path.write_text(json.dumps(doc))
+    choose = GroupChooser(load_placement(str(path), cfg, 2))
+    assert choose.replicated
+    groups = choose(0, torch.tensor([[0, 5, 6], [0, 1, 2]]))
+    assert groups.tolist() == [[1, 1, 1], [0, 0, 0]]  # expert 0 follows the token's other experts
