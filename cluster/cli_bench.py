@@ -31,6 +31,16 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
     p.set_defaults(func=run_cluster)
 
+    p = which.add_parser("affinity", help="affinity vs contiguous placement on the served model, end to end")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", required=True, help="text to trace: the first windows fit, the rest are the load")
+    p.add_argument("--groups", type=int, default=4)
+    p.add_argument("--batch", type=int, default=32, help="held-out windows served at once")
+    p.add_argument("--fit-windows", type=int, default=256)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.set_defaults(func=run_affinity)
+
     p = which.add_parser("experts", help="expert compute schedules: padded bmm vs per-expert GEMMs")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_experts)
@@ -67,6 +77,21 @@ def run_cluster(args) -> int:
     print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens per sequence, greedy")
     rows = cluster.run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)
     print(format_table(["setup", "decode tok/s", "ms/step", "layer round trip ms", "fan-out", "vs single"], rows))
+    return 0
+
+
+def run_affinity(args) -> int:
+    from switchyard.cluster.bench import affinity
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    print(f"model: {model}; {args.groups} groups; fit on {args.fit_windows} windows of {args.text}, "
+          f"serve {args.batch} held-out windows x {args.max_tokens} new tokens")
+    rows = affinity.run(model, args.text, args.groups, args.batch, args.max_tokens, args.seq_len, args.fit_windows,
+                        log_to_stderr)
+    print(format_table(["placement", "held-out fan-out", "imbalance", "served fan-out", "ms/step", "decode tok/s"],
+                       rows))
     return 0
 
 

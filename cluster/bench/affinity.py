@@ -1,0 +1,67 @@
+"""Affinity placement against contiguous placement, end to end, on the model being served.
+
+1. Trace the model on text (`TraceRecorder`), fit the affinity matrix on the first windows.
+2. Place experts both ways; score both on the routing of held-out windows (offline fan-out, imbalance).
+3. Serve the held-out windows as prompts on the cluster with each placement, same load, and read the
+   router's own fan-out and decode step time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from switchyard.cluster.bench.cluster import Setup, cluster
+from switchyard.cluster.cli_trace import text_chunks
+from switchyard.configs.engine import EngineConfig
+from switchyard.router.affinity.affinity_placement import affinity_placement
+from switchyard.router.affinity.matrix import fit_affinity
+from switchyard.router.affinity.metrics import evaluate_placement
+from switchyard.router.affinity.strategies import contiguous
+from switchyard.router.affinity.traces import TraceMetadata, read_traces
+from switchyard.router.engine import Engine
+from switchyard.router.sampling import SamplingParams
+from switchyard.router.trace_recorder import TraceRecorder
+
+
+def record(engine: Engine, windows: list[list[int]], scratch: Path, name: str):
+    cfg = engine.model.config
+    metadata = TraceMetadata(model=name, num_experts=cfg.num_experts, top_k=cfg.top_k, layers=cfg.moe_layers)
+    recorder = TraceRecorder(scratch, metadata, rows_per_file=1 << 62)
+    engine.observer = recorder
+    engine.generate(windows, SamplingParams(max_tokens=1, temperature=0.0))
+    engine.observer = None
+    return read_traces(recorder.close())
+
+
+def run(model: Path, text: str, groups: int, batch: int, max_tokens: int, seq_len: int, fit_windows: int,
+        log) -> list[list]:
+    import ray
+    from ray import serve
+
+    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=64, max_model_len=seq_len + max_tokens + 8))
+    cfg = engine.model.config
+    windows = text_chunks(engine.tokenizer, text, seq_len, fit_windows + batch)
+    fit, held_out = windows[:fit_windows], windows[fit_windows:]
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        log(f"tracing {fit_windows} + {batch} windows of {seq_len} tokens ...")
+        fit_trace = record(engine, fit, Path(scratch) / "fit", model.name)
+        eval_trace = record(engine, held_out, Path(scratch) / "eval", model.name)
+        placements = {"contiguous": contiguous(cfg.moe_layers, cfg.num_experts, groups),
+                      "affinity": affinity_placement(fit_affinity(fit_trace), groups)}
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": 0})
+        try:
+            for name, placement in placements.items():
+                report = evaluate_placement(placement, eval_trace.aligned(), cfg.hidden_size)
+                path = Path(scratch) / f"{name}.json"
+                placement.save(path)
+                live = cluster(model, Setup(groups, "actor", 2), held_out, max_tokens, seq_len + max_tokens + 8,
+                               str(path), log)
+                rows.append([name, report.mean_fan_out, report.mean_imbalance, live["fan_out"],
+                             live["decode_ms_per_step"], live["decode_tok_s"]])
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    return rows
