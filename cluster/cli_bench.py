@@ -41,6 +41,15 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.set_defaults(func=run_affinity)
 
+    p = which.add_parser("tracing", help="decode throughput with and without routing-trace recording")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved runs of each; the median is shown")
+    p.add_argument("--sample-rate", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_tracing)
+
     p = which.add_parser("experts", help="expert compute schedules: padded bmm vs per-expert GEMMs")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_experts)
@@ -92,6 +101,17 @@ def run_affinity(args) -> int:
                         log_to_stderr)
     print(format_table(["placement", "held-out fan-out", "imbalance", "served fan-out", "ms/step", "decode tok/s"],
                        rows))
+    return 0
+
+
+def run_tracing(args) -> int:
+    from switchyard.cluster.bench import tracing
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens, median of {args.repeats} runs each")
+    rows = tracing.run(model, args.batch, args.max_tokens, args.repeats, args.sample_rate, args.threads)
+    print(format_table(["setup", "decode tok/s", "overhead", "rows recorded"], rows))
     return 0
 
 

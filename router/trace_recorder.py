@@ -34,6 +34,7 @@ class TraceRecorder:
         self.dropped_rows = 0
         self.files: list[Path] = []
         self._chunks: list[tuple] = []
+        self._step_cache: tuple | None = None
         self._buffered = 0
         self._lock = threading.Lock()
         self._flush_now = threading.Event()
@@ -52,21 +53,37 @@ class TraceRecorder:
 
     # -- hot path: called by forward_step for every MoE layer --------------------------------------------
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
-        numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
-        token_seq = torch.repeat_interleave(numbers, batch.new_lens)  # [T]
-        rows = torch.repeat_interleave(self.sampled(numbers), batch.new_lens).nonzero().squeeze(1)
-        if rows.numel() == 0:
+        token_seq, positions, token_ids, rows = self._step_rows(batch)
+        if rows is None:  # every token of the step is recorded
+            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids.clone(), routing.weights.clone())
+        elif rows.numel():
+            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids[rows], routing.weights[rows])
+        else:
             return
-        chunk = (layer, token_seq[rows], batch.positions[rows], batch.token_ids[rows],
-                 routing.expert_ids[rows].clone(), routing.weights[rows].clone())
+        count = token_seq.numel()
         with self._lock:
-            if self._buffered + rows.numel() > self.max_buffer_rows:
-                self.dropped_rows += rows.numel()
+            if self._buffered + count > self.max_buffer_rows:
+                self.dropped_rows += count
                 return
             self._chunks.append(chunk)
-            self._buffered += rows.numel()
+            self._buffered += count
             if self._buffered >= self.rows_per_file:
                 self._flush_now.set()
+
+    def _step_rows(self, batch: StepBatch):
+        """(seq id [n], position [n], token id [n], rows [n] or None for all) of the sampled tokens; the same for
+        every layer of a step, so worked out once per step."""
+        if self._step_cache is not None and self._step_cache[0] is batch:
+            return self._step_cache[1]
+        numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
+        token_seq = torch.repeat_interleave(numbers, batch.new_lens)  # [T]
+        if self.sample_rate >= 1.0:
+            result = (token_seq, batch.positions, batch.token_ids, None)
+        else:
+            rows = torch.repeat_interleave(self.sampled(numbers), batch.new_lens).nonzero().squeeze(1)
+            result = (token_seq[rows], batch.positions[rows], batch.token_ids[rows], rows)
+        self._step_cache = (batch, result)
+        return result
 
     # -- off the hot path ---------------------------------------------------------------------------------
     def _write_loop(self, every_s: float) -> None:

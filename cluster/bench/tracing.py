@@ -1,0 +1,42 @@
+"""What recording routing traces costs the engine: decode with and without the recorder, interleaved."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from switchyard.cluster.bench.decode import greedy
+from switchyard.cluster.bench.engine import random_prompts
+from switchyard.configs.engine import EngineConfig
+from switchyard.router.affinity.traces import TraceMetadata
+from switchyard.router.engine import Engine
+from switchyard.router.trace_recorder import TraceRecorder
+
+
+def run(model: Path, batch: int, max_tokens: int, repeats: int, sample_rate: float, threads: int) -> list[list]:
+    torch.set_num_threads(threads)
+    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=batch, max_model_len=max_tokens + 64))
+    cfg = engine.model.config
+    prompts = random_prompts(batch, 24, cfg.vocab_size)
+    metadata = TraceMetadata(model=model.name, num_experts=cfg.num_experts, top_k=cfg.top_k, layers=cfg.moe_layers)
+    timings: dict[str, list[float]] = {"off": [], "on": []}
+    rows_written = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        engine.generate(prompts[:2], greedy(4))
+        for _ in range(repeats):
+            for mode in ("off", "on"):
+                recorder = TraceRecorder(scratch, metadata, sample_rate=sample_rate) if mode == "on" else None
+                engine.observer = recorder
+                engine.step_log.clear()
+                engine.generate(prompts, greedy(max_tokens))
+                decode = [s for s in engine.step_log if s.kind == "decode"]
+                timings[mode].append(sum(s.num_seqs for s in decode) / sum(s.seconds for s in decode))
+                if recorder is not None:
+                    recorder.close()
+                    rows_written += recorder.recorded_rows
+    off, on = statistics.median(timings["off"]), statistics.median(timings["on"])
+    return [["tracing off", off, "-", "-"],
+            [f"tracing on (sample {sample_rate:g})", on, f"{100 * (1 - on / off):.1f}%", rows_written]]
