@@ -71,3 +71,23 @@ def test_chat_template_renders_a_conversation(tokenizer):
     )
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert ids.count(tokenizer.convert_tokens_to_ids("<|im_start|>")) == 3
+
+
+def test_switchyard_and_transformers_pick_the_same_greedy_tokens():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from switchyard.configs.defaults import DEMO_MODEL_DIR
+    from switchyard.configs.engine import EngineConfig
+    from switchyard.router.engine import Engine
+    from switchyard.router.sampling import SamplingParams
+
+    engine = Engine.from_pretrained(DEMO_MODEL_DIR, EngineConfig(max_num_seqs=4, max_model_len=128))
+    prompts = [engine.tokenizer.encode(t) for t in ("The history of", "In 1990, the city", "Railways")]
+    ours = engine.generate(prompts, SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True))
+    reference = AutoModelForCausalLM.from_pretrained(DEMO_MODEL_DIR, dtype=torch.float32).eval()
+    reference.generation_config.eos_token_id = None
+    for prompt, out in zip(prompts, ours):
+        with torch.no_grad():
+            want = reference.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):]
+        assert list(out.token_ids) == want.tolist()
