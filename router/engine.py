@@ -18,7 +18,7 @@ from switchyard.experts.group import ExpertGroup
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel
 from switchyard.router.expert_backend import ExpertBackend, LocalExperts, RoutingObserver, forward_step
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.kv_cache import make_cache
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
 from switchyard.router.sequence import RequestOutput, Sequence
@@ -44,8 +44,7 @@ class Engine:
         self.experts = experts
         self.tokenizer = tokenizer
         self.config = config
-        self.cache = KVCache(cfg.num_layers, config.max_num_seqs, cfg.num_kv_heads, config.max_model_len,
-                             cfg.head_dim, model.dtype)
+        self.cache = make_cache(cfg, config.max_num_seqs, config.max_model_len, model.dtype)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs, config.max_num_batched_tokens)
         eos = set(cfg.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:

@@ -14,7 +14,7 @@ from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel, Routing
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.kv_cache import SlotCache
 
 
 class ExpertBackend(Protocol):
@@ -44,7 +44,7 @@ class RoutingObserver(Protocol):
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None: ...
 
 
-def forward_step(model: DenseModel, experts: ExpertBackend, cache: KVCache, batch: StepBatch,
+def forward_step(model: DenseModel, experts: ExpertBackend, cache: SlotCache, batch: StepBatch,
                  observer: RoutingObserver | None = None, all_logits: bool = False,
                  micro_batches: int = 1) -> torch.Tensor:
     """Run every layer for the step's new tokens. Returns logits [B, V] of each sequence's last token
