@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,3 +82,18 @@ def test_generate_cli_takes_the_adaptive_routing_flags(checkpoints, capsys):
     assert main(argv[:-3] + ["--adaptive-routing-value", "2", "A yard"]) == 2
     assert "adaptive_routing.value" in capsys.readouterr().err
 
+
+def test_eval_script_prints_the_table(checkpoints, tmp_path):
+    from tiny_models import TEXT
+
+    text = tmp_path / "held-out.txt"
+    text.write_text(TEXT)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "adaptive_routing_eval.py"
+    run = subprocess.run([sys.executable, str(script), "--model", str(checkpoints["qwen3_moe"]), "--text", str(text),
+                          "--tokens", "96", "--window", "48", "--thresholds", "0.3", "--cumulative", "0.8",
+                          "--no-renormalize-rows", "--target-saving", "0"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "setting" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["top-k (off)", "share >= 0.3", "cumulative p 0.8"]
+    saved = float(rows[1].split("|")[3].strip().rstrip("%"))
+    assert saved > 0  # qwen3_moe is top-3: a 0.3 share threshold always drops some experts
