@@ -96,11 +96,15 @@ def mla_attention(config: ModelConfig, w: MLAWeights, h: torch.Tensor, layer: in
     wkv_b = w.wkv_b.view(nh, dn + dv, r)
     scale = softmax_scale(config)
 
-    if batch.max_new == 1:  # absorbed: attend over the latents themselves
-        q_latent = torch.einsum("thd,hdr->thr", q_nope, wkv_b[:, :dn])  # [T, nh, r]
-        keys = cached[:, None]  # [B, 1, L, r + dr]
-        out = causal_attention(torch.cat([q_latent, q_rope], dim=-1), keys, keys[..., :r], batch, scale)  # [T, nh*r]
-        out = torch.einsum("thr,hvr->thv", out.view(T, nh, r), wkv_b[:, dn:]).reshape(T, nh * dv)
+    if batch.max_new == 1:  # absorbed: attend over the latents themselves (T = B, one query per sequence)
+        q_latent = torch.einsum("thd,hdr->thr", q_nope, wkv_b[:, :dn])  # [B, nh, r]
+        q = torch.cat([q_latent, q_rope], dim=-1)[:, None]  # [B, 1, nh, r + dr]
+        # One shared key head: the heads go in as query rows, so nothing is copied per head (SDPA's GQA path
+        # would copy the latents nh times, 50x slower on CPU).
+        visible = torch.arange(cached.shape[1])[None, :] <= batch.cached_lens[:, None]  # [B, L]
+        out = F.scaled_dot_product_attention(q, cached[:, None], cached[:, None, :, :r], attn_mask=visible[:, None, None],
+                                             scale=scale)  # [B, 1, nh, r]
+        out = torch.einsum("thr,hvr->thv", out[:, 0], wkv_b[:, dn:]).reshape(T, nh * dv)
     else:  # expanded: per-head keys and values from the latents
         B, L = cached.shape[:2]
         kv_heads = F.linear(cached[..., :r], w.wkv_b).view(B, L, nh, dn + dv).transpose(1, 2)  # [B, nh, L, dn + dv]
