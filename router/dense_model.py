@@ -26,6 +26,7 @@ from switchyard.router.mla import MLAWeights, mla_attention
 from switchyard.router.ops import causal_attention, rms_norm
 from switchyard.router.rope import Rope, apply_rope
 
+
 def swiglu_mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """x [T, H], w13 [2I, H], w2 [H, I] → [T, H]."""
     gate, up = F.linear(x, w13).chunk(2, dim=-1)
