@@ -19,6 +19,14 @@ def engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together")
     parser.add_argument("--expert-kernel", default="torch", choices=["torch", "vllm"],
                         help="routed-expert compute: batched torch GEMMs, or vLLM's fused-MoE op (optional extra)")
+    parser.add_argument("--adaptive-routing", default=None, choices=["threshold", "cumulative"],
+                        help="token-adaptive routing: per token, drop the experts whose share of its gate weight is "
+                             "below --adaptive-routing-value (threshold), or keep the fewest whose shares add up to it "
+                             "(cumulative); default: off, every token uses all top-k experts")
+    parser.add_argument("--adaptive-routing-value", type=float, default=None, metavar="X",
+                        help="the share threshold, or the cumulative p, in (0, 1]")
+    parser.add_argument("--adaptive-min-experts", type=int, default=1, metavar="N",
+                        help="with --adaptive-routing, experts kept per token at least (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

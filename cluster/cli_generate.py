@@ -7,7 +7,8 @@ import sys
 import time
 
 from switchyard.configs.defaults import resolve_model
-from switchyard.configs.engine import EngineConfig
+from switchyard.configs.engine import AdaptiveRouting, EngineConfig
+from switchyard.configs.model import ConfigError
 from switchyard.router.sampling import InvalidParameter, SamplingParams
 
 
@@ -44,8 +45,14 @@ def run(args) -> int:
     except InvalidParameter as err:
         print(f"switchyard generate: --{err.param.replace('_', '-')}: {err}", file=sys.stderr)
         return 2
+    try:
+        adaptive = AdaptiveRouting(args.adaptive_routing, args.adaptive_routing_value,
+                                   args.adaptive_min_experts) if args.adaptive_routing else None
+    except ConfigError as err:
+        print(f"switchyard generate: {err}", file=sys.stderr)
+        return 2
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, dtype=args.dtype,
-                          expert_kernel=args.expert_kernel)
+                          expert_kernel=args.expert_kernel, adaptive_routing=adaptive)
     engine = Engine.from_pretrained(resolve_model(args.model), config)
     texts = prompts
     if args.chat:

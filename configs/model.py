@@ -8,6 +8,17 @@ Every family is described by the same fields; a family is only the set of differ
 | qwen2_moe   | num_experts          | if norm_topk_prob                      | q/k/v bias                     | yes, sigmoid-gated   |
 | qwen3_moe   | num_experts          | if norm_topk_prob                      | RMSNorm on q and k per head    | -                    |
 | olmoe       | num_experts          | if norm_topk_prob                      | RMSNorm on all of q and k, clip| -                    |
+| deepseek_v3 | n_routed_experts     | sigmoid; see below                     | latent attention (MLA), below  | yes, ungated         |
+
+deepseek_v3 in more detail:
+- gate: sigmoid scores; `e_score_correction_bias` is added for choosing experts only (the weights come from the
+  unbiased scores); choice limited to the `topk_group` best of `n_group` expert groups (a group's score: the sum of
+  its two best biased scores); renormalised if norm_topk_prob; then × `routed_scaling_factor`.
+- attention: multi-head latent attention (`LatentAttention`); the cache holds the kv_lora_rank latent and the
+  rope key per token. `head_dim` is the rotary width (`qk_rope_head_dim`), as in transformers.
+- rope: `default` or `yarn` (`YarnScaling`); yarn's `mscale_all_dim` also scales the softmax.
+- layers below `first_k_dense_replace` (and those off `moe_layer_freq`) run a dense MLP of `intermediate_size`.
+- shared experts: `n_shared_experts` × `moe_intermediate_size` wide, added to every token without a gate.
 
 No I/O here: `ModelConfig.from_hf_dict` takes the parsed JSON.
 """
@@ -17,13 +28,57 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Family = Literal["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
-SUPPORTED_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+Family = Literal["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3"]
+SUPPORTED_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3")
 QKNorm = Literal["none", "per_head", "full"]
+Scoring = Literal["softmax", "sigmoid"]
 
 
 class ConfigError(ValueError):
     """A config that cannot be served; the message names the field."""
+
+
+@dataclass(frozen=True)
+class LatentAttention:
+    """Multi-head latent attention (DeepSeek-V2/V3): the shapes that replace q/k/v projections per head."""
+
+    q_lora_rank: int | None  # None: one q_proj; else q_a_proj → norm → q_b_proj
+    kv_lora_rank: int  # width of the compressed kv latent, the part of K and V that is cached
+    qk_nope_head_dim: int  # per-head query/key dims without rope (expanded from the latent)
+    qk_rope_head_dim: int  # per-head query dims with rope; the key's rope part is one vector shared by all heads
+    v_head_dim: int
+    rope_interleave: bool = True  # rope pairs are (x0, x1), (x2, x3), … instead of the two halves
+
+    def __post_init__(self) -> None:
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config field `{name}` must be > 0, got {getattr(self, name)}")
+        if self.q_lora_rank is not None and self.q_lora_rank <= 0:
+            raise ConfigError(f"config field `q_lora_rank` must be > 0 or null, got {self.q_lora_rank}")
+        if self.qk_rope_head_dim % 2:
+            raise ConfigError(f"config field `qk_rope_head_dim` must be even, got {self.qk_rope_head_dim}")
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+
+@dataclass(frozen=True)
+class YarnScaling:
+    """`rope_parameters` of rope_type `yarn` (transformers' `_compute_yarn_parameters`)."""
+
+    factor: float
+    original_max_position_embeddings: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.factor <= 0:
+            raise ConfigError(f"config field `rope_parameters.factor` must be > 0, got {self.factor}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +112,15 @@ class ModelConfig:
     pad_token_id: int | None = None
     torch_dtype: str = "float32"
     architecture: str = ""
+    # diff with mixtral (deepseek_v3): the fields below; the defaults are every other family's behaviour.
+    shared_expert_gated: bool = False  # qwen2_moe: the shared expert's output × sigmoid(gate(x))
+    scoring: Scoring = "softmax"
+    gate_score_bias: bool = False  # `e_score_correction_bias`: added for the choice only
+    num_expert_groups: int = 1  # `n_group`
+    topk_groups: int = 1  # `topk_group`
+    routed_scaling_factor: float = 1.0
+    mla: LatentAttention | None = None
+    rope_yarn: YarnScaling | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +138,16 @@ class ModelConfig:
             raise ConfigError("sparse layer flags must cover `num_hidden_layers`")
         if self.hidden_act != "silu":
             raise ConfigError(f"`hidden_act` = {self.hidden_act!r} is not supported (only 'silu')")
+        groups = self.num_expert_groups
+        if groups < 1 or self.num_experts % groups:
+            raise ConfigError(f"config field `n_group` ({groups}) must divide the {self.num_experts} experts")
+        if groups > 1 and self.num_experts // groups < 2:  # a group's score is the sum of its best two
+            raise ConfigError(f"config field `n_group` ({groups}) leaves fewer than 2 experts per group")
+        if not 1 <= self.topk_groups <= groups:
+            raise ConfigError(f"config field `topk_group` ({self.topk_groups}) must be in [1, n_group={groups}]")
+        if self.top_k > self.topk_groups * (self.num_experts // groups):
+            raise ConfigError(f"`num_experts_per_tok` ({self.top_k}) exceeds the experts of `topk_group` "
+                              f"({self.topk_groups}) groups")
 
     @property
     def has_shared_expert(self) -> bool:
@@ -90,6 +164,11 @@ class ModelConfig:
         q = self.num_heads * self.head_dim
         kv = self.num_kv_heads * self.head_dim
         attention = h * q + 2 * h * kv + q * h
+        if self.mla is not None:
+            m, nh = self.mla, self.num_heads
+            q_proj = h * nh * m.qk_head_dim if m.q_lora_rank is None else m.q_lora_rank * (h + 1 + nh * m.qk_head_dim)
+            attention = (q_proj + h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+                         + m.kv_lora_rank * nh * (m.qk_nope_head_dim + m.v_head_dim) + nh * m.v_head_dim * h)
         total = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         for sparse in self.sparse_layers:
             total += attention
@@ -117,7 +196,8 @@ class ModelConfig:
         num_heads = int(need("num_attention_heads"))
         hidden = int(need("hidden_size"))
         head_dim = raw.get("head_dim") or hidden // num_heads
-        experts_key = ("num_local_experts", "num_experts") if family == "mixtral" else ("num_experts", "num_local_experts")
+        experts_key = {"mixtral": ("num_local_experts", "num_experts"),
+                       "deepseek_v3": ("n_routed_experts",)}.get(family, ("num_experts", "num_local_experts"))
         num_experts = int(need(*experts_key))
 
         if family in ("qwen2_moe", "qwen3_moe"):
@@ -128,6 +208,12 @@ class ModelConfig:
             dense_inter = int(raw.get("intermediate_size") or 0)
             if raw.get("use_sliding_window"):
                 raise ConfigError("config field `use_sliding_window` = true is not supported")
+        elif family == "deepseek_v3":
+            first_dense = int(raw.get("first_k_dense_replace") or 0)
+            freq = int(raw.get("moe_layer_freq") or 1)
+            sparse = tuple(i >= first_dense and i % freq == 0 for i in range(num_layers))
+            moe_inter = int(need("moe_intermediate_size"))
+            dense_inter = int(need("intermediate_size")) if not all(sparse) else int(raw.get("intermediate_size") or 0)
         else:
             sparse = (True,) * num_layers
             moe_inter = int(need("intermediate_size"))
@@ -138,15 +224,17 @@ class ModelConfig:
 
         rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in ("default", None):
+        rope_types = ("default", "yarn") if family == "deepseek_v3" else ("default",)
+        if rope_type not in (*rope_types, None):
             raise ConfigError(f"config field `rope_parameters.rope_type` = {rope_type!r} is not supported "
-                              "(only 'default')")
+                              f"(only {' or '.join(map(repr, rope_types))})")
         rope_theta = float(rope.get("rope_theta", raw.get("rope_theta", 10000.0)))
+        max_positions = int(raw.get("max_position_embeddings", 4096))
 
         eos = raw.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
 
-        return cls(
+        fields = dict(
             family=family,
             vocab_size=int(need("vocab_size")),
             hidden_size=hidden,
@@ -163,12 +251,13 @@ class ModelConfig:
             norm_topk_prob=True if family == "mixtral" else bool(raw.get("norm_topk_prob", False)),
             shared_expert_intermediate_size=int(raw.get("shared_expert_intermediate_size") or 0)
             if family == "qwen2_moe" else 0,
+            shared_expert_gated=family == "qwen2_moe",
             qkv_bias=bool(raw.get("qkv_bias", True)) if family == "qwen2_moe" else bool(raw.get("attention_bias", False)),
             qk_norm={"qwen3_moe": "per_head", "olmoe": "full"}.get(family, "none"),
             clip_qkv=raw.get("clip_qkv") if family == "olmoe" else None,
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
             rope_theta=rope_theta,
-            max_position_embeddings=int(raw.get("max_position_embeddings", 4096)),
+            max_position_embeddings=max_positions,
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             hidden_act=str(raw.get("hidden_act", "silu")),
             bos_token_id=raw.get("bos_token_id"),
@@ -178,3 +267,54 @@ class ModelConfig:
             architecture=(raw.get("architectures") or [""])[0],
             extra=raw,
         )
+        if family == "deepseek_v3":
+            fields.update(_deepseek_v3_fields(raw, need, rope if rope_type == "yarn" else None, max_positions))
+        return cls(**fields)
+
+
+def _deepseek_v3_fields(raw: dict[str, Any], need, yarn: dict | None, max_positions: int) -> dict[str, Any]:
+    """What deepseek_v3 sets differently from the other families (see the module table)."""
+    for key, supported in (("scoring_func", "sigmoid"), ("topk_method", "noaux_tc")):
+        if raw.get(key, supported) != supported:
+            raise ConfigError(f"config field `{key}` = {raw[key]!r} is not supported (only {supported!r})")
+    for key in ("quantization_config", "attention_bias"):
+        if raw.get(key):
+            raise ConfigError(f"config field `{key}` is not supported for deepseek_v3 (got {raw[key]!r})")
+    q_lora_rank = raw.get("q_lora_rank")
+    mla = LatentAttention(
+        q_lora_rank=None if q_lora_rank is None else int(q_lora_rank),
+        kv_lora_rank=int(need("kv_lora_rank")),
+        qk_nope_head_dim=int(need("qk_nope_head_dim")),
+        qk_rope_head_dim=int(need("qk_rope_head_dim")),
+        v_head_dim=int(need("v_head_dim")),
+        rope_interleave=bool(raw.get("rope_interleave", True)))
+    num_heads = int(need("num_attention_heads"))
+    rope_yarn = None
+    if yarn is not None:
+        original = int(raw.get("original_max_position_embeddings") or yarn.get("original_max_position_embeddings")
+                       or max_positions)
+        factor = yarn.get("factor")
+        if factor is None and original == max_positions:
+            raise ConfigError("config field `rope_parameters.factor` is missing (rope_type yarn)")
+        rope_yarn = YarnScaling(
+            factor=float(factor) if factor is not None else max_positions / original,  # as transformers
+            original_max_position_embeddings=original,
+            beta_fast=float(yarn.get("beta_fast") or 32), beta_slow=float(yarn.get("beta_slow") or 1),
+            mscale=yarn.get("mscale"), mscale_all_dim=yarn.get("mscale_all_dim"),
+            attention_factor=yarn.get("attention_factor"), truncate=bool(yarn.get("truncate", True)))
+    return dict(
+        # MLA has no key/value heads of its own: every head reads the one latent.
+        num_kv_heads=num_heads,
+        head_dim=mla.qk_rope_head_dim,
+        shared_expert_intermediate_size=int(raw.get("n_shared_experts") or 0) * int(need("moe_intermediate_size")),
+        shared_expert_gated=False,
+        norm_topk_prob=bool(raw.get("norm_topk_prob", True)),
+        scoring="sigmoid",
+        gate_score_bias=True,
+        # A null group count means no group limit, as in DeepSeek's own code (n_group = topk_group = 1).
+        num_expert_groups=int(raw.get("n_group") or 1),
+        topk_groups=int(raw.get("topk_group") or 1),
+        routed_scaling_factor=float(raw.get("routed_scaling_factor", 1.0)),
+        mla=mla,
+        rope_yarn=rope_yarn,
+    )

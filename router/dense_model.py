@@ -20,25 +20,17 @@ from switchyard.configs.model import ModelConfig
 from switchyard.experts.checkpoint import Checkpoint, CheckpointError
 from switchyard.experts.layout import moe_prefix
 from switchyard.router.batch import StepBatch
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.gates import Routing, route  # Routing re-exported: expert backends import it from here
+from switchyard.router.kv_cache import KVCache, MLACache
+from switchyard.router.mla import MLAWeights, mla_attention
+from switchyard.router.ops import cache_rows, causal_attention, rms_norm
 from switchyard.router.rope import Rope, apply_rope
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    variance = x.float().pow(2).mean(-1, keepdim=True)
-    return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
 
 
 def swiglu_mlp(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """x [T, H], w13 [2I, H], w2 [H, I] → [T, H]."""
     gate, up = F.linear(x, w13).chunk(2, dim=-1)
     return F.linear(F.silu(gate) * up, w2)
-
-
-@dataclass
-class Routing:
-    expert_ids: torch.Tensor  # [T, k] int64
-    weights: torch.Tensor  # [T, k] float32
 
 
 @dataclass
@@ -54,8 +46,9 @@ class AttentionWeights:
 class LayerWeights:
     input_norm: torch.Tensor  # [H]
     post_norm: torch.Tensor  # [H]
-    attention: AttentionWeights
+    attention: AttentionWeights | MLAWeights
     gate: torch.Tensor | None = None  # [E, H] router of a sparse layer
+    gate_score_bias: torch.Tensor | None = None  # [E] float32 `e_score_correction_bias` (deepseek_v3)
     dense_mlp: tuple[torch.Tensor, torch.Tensor] | None = None  # (w13 [2I, H], w2 [H, I]) of a dense layer
     shared_mlp: tuple[torch.Tensor, torch.Tensor] | None = None  # shared expert (w13, w2)
     shared_gate: torch.Tensor | None = None  # [1, H] sigmoid gate of the shared expert (qwen2_moe)
@@ -70,7 +63,8 @@ class DenseModel:
         self.final_norm = final_norm
         self.lm_head = lm_head  # [V, H]
         self.dtype = embed.dtype
-        self.rope = Rope(config.head_dim, config.rope_theta, max_positions or config.max_position_embeddings)
+        self.rope = Rope(config.head_dim, config.rope_theta, max_positions or config.max_position_embeddings,
+                         config.rope_yarn)
 
     # -- loading ------------------------------------------------------------------------------------------
     @classmethod
@@ -90,12 +84,15 @@ class DenseModel:
         for i in range(cfg.num_layers):
             p = f"model.layers.{i}"
             a = f"{p}.self_attn"
-            projections = (("q", q_dim), ("k", kv_dim), ("v", kv_dim))
-            attn = AttentionWeights(
-                wqkv=torch.cat([get(f"{a}.{n}_proj.weight", (d, H)) for n, d in projections]),
-                wo=get(f"{a}.o_proj.weight", (H, q_dim)))
-            if cfg.qkv_bias:
-                attn.bqkv = torch.cat([get(f"{a}.{n}_proj.bias", (d,)) for n, d in projections])
+            if cfg.mla is not None:  # diff with mixtral (deepseek_v3): latent attention
+                attn = MLAWeights.load(get, a, cfg)
+            else:
+                projections = (("q", q_dim), ("k", kv_dim), ("v", kv_dim))
+                attn = AttentionWeights(
+                    wqkv=torch.cat([get(f"{a}.{n}_proj.weight", (d, H)) for n, d in projections]),
+                    wo=get(f"{a}.o_proj.weight", (H, q_dim)))
+                if cfg.qkv_bias:
+                    attn.bqkv = torch.cat([get(f"{a}.{n}_proj.bias", (d,)) for n, d in projections])
             if cfg.qk_norm == "per_head":
                 attn.q_norm = get(f"{a}.q_norm.weight", (cfg.head_dim,))
                 attn.k_norm = get(f"{a}.k_norm.weight", (cfg.head_dim,))
@@ -107,9 +104,13 @@ class DenseModel:
             if cfg.sparse_layers[i]:
                 mp = moe_prefix(ckpt, i)
                 layer.gate = get(f"{mp}.gate.weight", (cfg.num_experts, H))
-                if cfg.has_shared_expert:
+                if cfg.gate_score_bias:  # kept in float32, as the reference does
+                    layer.gate_score_bias = ckpt.get(f"{mp}.gate.e_score_correction_bias", (cfg.num_experts,)).float()
+                if cfg.shared_expert_gated:
                     layer.shared_mlp = mlp(f"{mp}.shared_expert", cfg.shared_expert_intermediate_size)
                     layer.shared_gate = get(f"{mp}.shared_expert_gate.weight", (1, H))
+                elif cfg.has_shared_expert:  # diff with qwen2_moe (deepseek_v3): plural name, no gate
+                    layer.shared_mlp = mlp(f"{mp}.shared_experts", cfg.shared_expert_intermediate_size)
             else:
                 layer.dense_mlp = mlp(f"{p}.mlp", cfg.intermediate_size)
             layers.append(layer)
@@ -127,10 +128,12 @@ class DenseModel:
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:  # [T] -> [T, H]
         return F.embedding(token_ids, self.embed_weight)
 
-    def attention_block(self, index: int, x: torch.Tensor, batch: StepBatch, cache: KVCache) -> torch.Tensor:
+    def attention_block(self, index: int, x: torch.Tensor, batch: StepBatch, cache: KVCache | MLACache) -> torch.Tensor:
         """x [T, H] → x + attention(norm(x)); writes this step's keys and values into the cache."""
         cfg, w = self.config, self.layers[index].attention
         h = rms_norm(x, self.layers[index].input_norm, cfg.rms_norm_eps)
+        if isinstance(w, MLAWeights):  # diff with mixtral (deepseek_v3): latent attention, compressed cache
+            return x + mla_attention(cfg, w, h, index, batch, cache, self.rope)
         q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         q, k, v = F.linear(h, w.wqkv, w.bqkv).split([q_dim, kv_dim, kv_dim], dim=-1)  # [T, nh*d], [T, kvh*d] x2
         if cfg.qk_norm == "full":  # diff with mixtral (olmoe): one norm over all heads, before the split
@@ -151,7 +154,8 @@ class DenseModel:
         keys[token_slots, :, batch.positions] = k
         values[token_slots, :, batch.positions] = v
 
-        out = _attend(q, keys, values, batch, cfg.head_dim ** -0.5)  # [T, nh*d]
+        out = causal_attention(q, cache_rows(keys, batch), cache_rows(values, batch), batch,
+                               cfg.head_dim ** -0.5)  # [T, nh*d]
         return x + F.linear(out, w.wo)
 
     def moe_input(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, Routing | None]:
@@ -160,47 +164,19 @@ class DenseModel:
         h = rms_norm(x, layer.post_norm, self.config.rms_norm_eps)
         if layer.gate is None:
             return h, None
-        probs = torch.softmax(F.linear(h, layer.gate).float(), dim=-1)  # [T, E]
-        weights, expert_ids = torch.topk(probs, self.config.top_k, dim=-1)  # [T, k]
-        if self.config.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        return h, Routing(expert_ids, weights)
+        return h, route(self.config, h, layer.gate, layer.gate_score_bias)
 
     def moe_output(self, index: int, x: torch.Tensor, h: torch.Tensor, expert_out: torch.Tensor | None) -> torch.Tensor:
         """Combine: residual + routed experts' output (+ the shared expert), or the dense MLP."""
         layer = self.layers[index]
         if layer.dense_mlp is not None:
             return x + swiglu_mlp(h, *layer.dense_mlp)
-        if layer.shared_mlp is not None:  # diff with mixtral (qwen2_moe): sigmoid-gated shared expert
-            shared = swiglu_mlp(h, *layer.shared_mlp) * torch.sigmoid(F.linear(h, layer.shared_gate))
+        if layer.shared_mlp is not None:  # diff with mixtral (qwen2_moe, deepseek_v3): shared expert(s)
+            shared = swiglu_mlp(h, *layer.shared_mlp)
+            if layer.shared_gate is not None:  # qwen2_moe: sigmoid-gated
+                shared = shared * torch.sigmoid(F.linear(h, layer.shared_gate))
             expert_out = expert_out + shared
         return x + expert_out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, V] float32
         return F.linear(rms_norm(x, self.final_norm, self.config.rms_norm_eps), self.lm_head).float()
-
-
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: StepBatch, scale: float) -> torch.Tensor:
-    """Causal attention of the step's queries over each sequence's cached and new keys.
-
-    q [T, nh, d]; keys/values [slots, kvh, max_len, d] → [T, nh*d].
-    """
-    B, S, L = batch.num_seqs, batch.max_new, batch.max_total
-    T, nh, d = q.shape
-    if S == 1:  # decode: one query per sequence, no padding to undo
-        q_pad = q.view(B, 1, nh, d).transpose(1, 2)  # [B, nh, 1, d]
-    else:
-        q_pad = q.new_zeros(B * S, nh, d)
-        q_pad[batch.padded_index] = q
-        q_pad = q_pad.view(B, S, nh, d).transpose(1, 2)  # [B, nh, S, d]
-    first = batch.first_slot_if_contiguous
-    if first is not None:  # slots s..s+B-1: a view of the cache, no copy
-        k, v = keys[first:first + B, :, :L], values[first:first + B, :, :L]  # [B, kvh, L, d]
-    else:
-        k, v = keys[batch.slots, :, :L], values[batch.slots, :, :L]
-    query_pos = batch.cached_lens[:, None] + torch.arange(S)[None, :]  # [B, S]
-    mask = torch.arange(L)[None, None, :] <= query_pos[:, :, None]  # [B, S, L]; pad rows still see key 0
-    out = F.scaled_dot_product_attention(q_pad, k, v, attn_mask=mask[:, None], scale=scale,
-                                         enable_gqa=nh != k.shape[1])  # [B, nh, S, d]
-    out = out.transpose(1, 2).reshape(B * S, nh * d)
-    return out if S == 1 else out[batch.padded_index]

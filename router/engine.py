@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 from switchyard.configs.engine import EngineConfig
+from switchyard.configs.model import ConfigError
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel
 from switchyard.router.expert_backend import ExpertBackend, LocalExperts, RoutingObserver, forward_step
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.kv_cache import make_cache
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
 from switchyard.router.sequence import RequestOutput, Sequence
@@ -40,12 +41,15 @@ class Engine:
         if config.max_model_len > model.rope.cos.shape[0]:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's "
                              f"max_position_embeddings {model.rope.cos.shape[0]}")
+        adaptive = config.adaptive_routing
+        if adaptive is not None and adaptive.min_experts > cfg.top_k:
+            raise ConfigError(f"engine field `adaptive_routing.min_experts` ({adaptive.min_experts}) exceeds the "
+                              f"model's `num_experts_per_tok` ({cfg.top_k})")
         self.model = model
         self.experts = experts
         self.tokenizer = tokenizer
         self.config = config
-        self.cache = KVCache(cfg.num_layers, config.max_num_seqs, cfg.num_kv_heads, config.max_model_len,
-                             cfg.head_dim, model.dtype)
+        self.cache = make_cache(cfg, config.max_num_seqs, config.max_model_len, model.dtype)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs, config.max_num_batched_tokens)
         eos = set(cfg.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
@@ -118,7 +122,7 @@ class Engine:
                                 [s.slot for s in seqs], [s.number for s in seqs])
         with torch.inference_mode():
             logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
-                                  micro_batches=self.micro_batches)  # [B, V]
+                                  micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
             next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs]).tolist()
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),

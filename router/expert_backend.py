@@ -10,11 +10,13 @@ from typing import Protocol
 
 import torch
 
+from switchyard.configs.engine import AdaptiveRouting
 from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest
+from switchyard.router.adaptive_routing import adapt_routing
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel, Routing
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.kv_cache import SlotCache
 
 
 class ExpertBackend(Protocol):
@@ -44,11 +46,12 @@ class RoutingObserver(Protocol):
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None: ...
 
 
-def forward_step(model: DenseModel, experts: ExpertBackend, cache: KVCache, batch: StepBatch,
+def forward_step(model: DenseModel, experts: ExpertBackend, cache: SlotCache, batch: StepBatch,
                  observer: RoutingObserver | None = None, all_logits: bool = False,
-                 micro_batches: int = 1) -> torch.Tensor:
+                 micro_batches: int = 1, adaptive: AdaptiveRouting | None = None) -> torch.Tensor:
     """Run every layer for the step's new tokens. Returns logits [B, V] of each sequence's last token
-    (or [T, V] for every new token with `all_logits`).
+    (or [T, V] for every new token with `all_logits`). `adaptive` trims each token's experts after the gate;
+    the observer sees the routing as dispatched.
 
     With micro-batches (ping-pong), layer l of micro-batch i runs its attention while micro-batch i-1's
     experts of layer l are still computing:
@@ -69,6 +72,8 @@ def forward_step(model: DenseModel, experts: ExpertBackend, cache: KVCache, batc
             if routing is None:
                 xs[i] = model.moe_output(index, x, h, None)
                 continue
+            if adaptive is not None:
+                routing = adapt_routing(routing, adaptive)
             if observer is not None:
                 observer.observe(index, part, routing)
             in_flight[i] = (x, h, experts.submit(index, h, routing))

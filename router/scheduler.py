@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from switchyard.router.kv_cache import KVCache
+from switchyard.router.kv_cache import SlotCache
 from switchyard.router.sequence import Sequence
 
 
@@ -21,7 +21,7 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, cache: KVCache, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, cache: SlotCache, max_num_seqs: int, max_num_batched_tokens: int):
         self.cache = cache
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens

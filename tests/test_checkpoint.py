@@ -45,8 +45,9 @@ def test_group_computes_only_its_own_experts(checkpoints):
     torch.testing.assert_close(parts[0] + parts[1], full)
 
 
-def test_dense_model_reads_no_routed_expert(checkpoints):
-    ckpt = Checkpoint.open(checkpoints["qwen2_moe"])
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3"])
+def test_dense_model_reads_no_routed_expert(family, checkpoints):
+    ckpt = Checkpoint.open(checkpoints[family])
     DenseModel.load(ckpt)
     assert not [n for n in ckpt.tensors_read if ".experts." in n]
     assert any("shared_expert" in n for n in ckpt.tensors_read)
@@ -75,14 +76,20 @@ def test_wrong_shape_is_named(checkpoints, tmp_path):
         DenseModel.load(Checkpoint.open(path))
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("model_type", "llama", "model_type"),
-    ("num_experts_per_tok", 99, "num_experts_per_tok"),
-    ("hidden_size", None, "hidden_size"),
-    ("rope_parameters", {"rope_type": "yarn", "rope_theta": 1e4}, "rope_type"),
+@pytest.mark.parametrize("family,field,value,message", [
+    ("qwen3_moe", "model_type", "llama", "model_type"),
+    ("qwen3_moe", "num_experts_per_tok", 99, "num_experts_per_tok"),
+    ("qwen3_moe", "hidden_size", None, "hidden_size"),
+    ("qwen3_moe", "rope_parameters", {"rope_type": "yarn", "rope_theta": 1e4}, "rope_type"),
+    ("deepseek_v3", "n_group", 3, "n_group"),
+    ("deepseek_v3", "topk_group", 5, "topk_group"),
+    ("deepseek_v3", "kv_lora_rank", None, "kv_lora_rank"),
+    ("deepseek_v3", "scoring_func", "softmax", "scoring_func"),
+    ("deepseek_v3", "quantization_config", {"quant_method": "fp8"}, "quantization_config"),
+    ("deepseek_v3", "rope_parameters", {"rope_type": "llama3", "rope_theta": 1e4}, "rope_type"),
 ])
-def test_bad_config_field_is_named(checkpoints, tmp_path, field, value, message):
-    path = _copy(checkpoints["qwen3_moe"], tmp_path / "m")
+def test_bad_config_field_is_named(checkpoints, tmp_path, family, field, value, message):
+    path = _copy(checkpoints[family], tmp_path / "m")
     raw = json.loads((path / "config.json").read_text())
     raw[field] = value
     (path / "config.json").write_text(json.dumps(raw))

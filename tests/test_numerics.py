@@ -8,6 +8,7 @@ from switchyard.configs.engine import EngineConfig
 from switchyard.router.batch import StepBatch
 from switchyard.router.engine import Engine
 from switchyard.router.expert_backend import forward_step
+from switchyard.router.kv_cache import MLACache
 from switchyard.router.sampling import SamplingParams
 from tiny_models import FAMILIES, VOCAB
 
@@ -47,11 +48,14 @@ def test_prefill_logits_match_transformers(family, layout, checkpoints, fused_ch
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
-def test_decode_logits_match_full_forward(checkpoints):
-    """Logits computed token by token through the KV cache equal those of one full forward."""
-    path = checkpoints["qwen2_moe"]
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3", "deepseek_v3_yarn"])
+def test_decode_logits_match_full_forward(family, checkpoints):
+    """Logits computed token by token through the KV cache equal those of one full forward (for deepseek_v3:
+    decode attends over the compressed latents, the full forward over keys and values expanded from them)."""
+    path = checkpoints[family]
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64))
+    assert isinstance(engine.cache, MLACache) == family.startswith("deepseek_v3")
     prompts = random_prompts(2, (6, 11))
     split = [3, 4]  # prefill a prefix of each, then feed the rest one token per step
     batch = StepBatch.build([p[:s] for p, s in zip(prompts, split)], [0, 0], [2, 0])

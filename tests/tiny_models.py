@@ -20,7 +20,7 @@ TEXT = (
 
 
 def family_config(family: str, **overrides):
-    from transformers import MixtralConfig, OlmoeConfig, Qwen2MoeConfig, Qwen3MoeConfig
+    from transformers import DeepseekV3Config, MixtralConfig, OlmoeConfig, Qwen2MoeConfig, Qwen3MoeConfig
 
     common = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1,
@@ -37,10 +37,22 @@ def family_config(family: str, **overrides):
                               head_dim=24, norm_topk_prob=True, **common)
     if family == "olmoe":
         return OlmoeConfig(intermediate_size=32, num_experts=8, num_experts_per_tok=2, clip_qkv=4.0, **common)
+    if family.startswith("deepseek_v3"):
+        common["num_key_value_heads"] = common["num_attention_heads"]
+        deepseek = dict(intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2,
+                        n_group=2, topk_group=1, n_shared_experts=1, first_k_dense_replace=1,
+                        routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=24, qk_nope_head_dim=16,
+                        qk_rope_head_dim=8, v_head_dim=12)
+        if family == "deepseek_v3_yarn":  # the other attention paths: plain q_proj, yarn rope, rope in halves
+            deepseek.update(q_lora_rank=None, rope_interleave=False, rope_parameters={
+                "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+                "mscale": 1.0, "mscale_all_dim": 0.8})
+        return DeepseekV3Config(**deepseek, **common)
     raise ValueError(family)
 
 
-FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+# Keys of the tiny checkpoints: every family, and `deepseek_v3_yarn`, a second deepseek_v3 (see family_config).
+FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "deepseek_v3_yarn")
 
 
 def write_tokenizer(path: Path) -> None:
@@ -66,6 +78,10 @@ def make_checkpoint(path: Path, family: str, fused: bool = False, seed: int = 0,
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(family_config(family, **overrides)).eval()
+    with torch.no_grad():  # deepseek_v3's score bias starts at zero: make it steer the choice, as a trained one does
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.normal_(0.0, 0.1)
     model.save_pretrained(path)
     if fused:  # the in-memory state dict is the fused layout
         for old in path.glob("*.safetensors"):
