@@ -36,9 +36,11 @@ class RemoteExperts:
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
-        groups = self.choose_groups(layer, routing.expert_ids)  # [T, k] group of each chosen expert
+        kept = routing.expert_ids >= 0  # adaptive routing marks dropped experts -1: they go nowhere
+        groups = self.choose_groups(layer, routing.expert_ids.clamp(min=0))  # [T, k] group of each chosen expert
+        groups = torch.where(kept, groups, -1)
         calls, sent = [], {}
-        for group in torch.unique(groups).tolist():
+        for group in [g for g in torch.unique(groups).tolist() if g >= 0]:
             chosen = groups == group  # [T, k]
             rows = chosen.any(dim=1).nonzero().squeeze(1)  # tokens with at least one expert in this group
             request = ExpertRequest(layer, hidden[rows], torch.where(chosen, routing.expert_ids, -1)[rows],

@@ -74,3 +74,27 @@ def test_replicated_experts_go_to_a_group_the_token_already_uses(checkpoints, tm
     assert choose.replicated
     groups = choose(0, torch.tensor([[0, 5, 6], [0, 1, 2]]))
     assert groups.tolist() == [[1, 1, 1], [0, 0, 0]]  # expert 0 follows the token's other experts
+
+
+def test_dropped_experts_send_no_message(checkpoints):
+    from switchyard.cluster.remote_experts import RemoteExperts
+    from switchyard.experts.messages import ExpertResponse
+    from switchyard.router.dense_model import Routing
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, group, request):
+            self.sent.append((group, request.expert_ids.tolist()))
+            return request
+
+        def receive(self, request):
+            return ExpertResponse(request.layer, torch.zeros_like(request.hidden))
+
+    cfg = Checkpoint.open(checkpoints["qwen3_moe"]).config
+    transport = Recorder()
+    experts = RemoteExperts(GroupChooser(load_placement(None, cfg, 2)), transport, 2)
+    routing = Routing(torch.tensor([[1, 2, -1], [0, -1, -1]]), torch.tensor([[0.5, 0.3, 0.0], [1.0, 0.0, 0.0]]))
+    experts.wait(experts.submit(0, torch.randn(2, 64), routing))
+    assert transport.sent == [(0, [[1, 2, -1], [0, -1, -1]])]  # group 1 (experts 4-7) gets nothing
