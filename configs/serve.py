@@ -74,7 +74,9 @@ class RouterSettings(_Strict):
     max_num_seqs: int = Field(32, ge=1)
     max_model_len: int = Field(1024, ge=2)
     max_num_batched_tokens: int = Field(2048, ge=1)
-    micro_batches: int = Field(2, ge=1, description="ping-pong micro-batches per step")
+    # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
+    # extra calls cost more than the overlap wins (`switchyard bench cluster`).
+    micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
     transport: Literal["actor", "handle"] = "actor"
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
 

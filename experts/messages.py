@@ -1,10 +1,15 @@
-"""What the router sends an expert group for one layer, and what comes back. Tensors only, no tuples."""
+"""What the router sends an expert group for one layer, and what comes back. Tensors only, no tuples.
+
+They cross processes on every layer, so they pickle their tensors as numpy arrays: Ray moves numpy buffers out
+of band (pickle protocol 5) instead of copying them into the pickle stream as it does torch tensors.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
 
 
 @dataclass
@@ -16,8 +21,31 @@ class ExpertRequest:
     expert_ids: torch.Tensor  # [T, k] int64 global expert ids; -1 where this group is not asked
     weights: torch.Tensor  # [T, k] float32 gate weights, matching expert_ids
 
+    def __reduce__(self):
+        return _rebuild_request, (self.layer, *(_pack(t) for t in (self.hidden, self.expert_ids, self.weights)))
+
 
 @dataclass
 class ExpertResponse:
     layer: int
     hidden: torch.Tensor  # [T, H] sum over the group's (token, expert) pairs of weight * expert(hidden)
+
+    def __reduce__(self):
+        return _rebuild_response, (self.layer, _pack(self.hidden))
+
+
+def _pack(t: torch.Tensor):
+    """numpy for the out-of-band path; bfloat16 (no numpy dtype) stays a tensor."""
+    return t.contiguous().numpy() if t.dtype != torch.bfloat16 else t
+
+
+def _unpack(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+
+
+def _rebuild_request(layer, hidden, expert_ids, weights) -> "ExpertRequest":
+    return ExpertRequest(layer, _unpack(hidden), _unpack(expert_ids), _unpack(weights))
+
+
+def _rebuild_response(layer, hidden) -> "ExpertResponse":
+    return ExpertResponse(layer, _unpack(hidden))
