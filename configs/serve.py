@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from switchyard.configs.engine import EngineConfig
+from switchyard.configs.engine import AdaptiveRouting, EngineConfig
 
 
 class _Strict(BaseModel):
@@ -79,6 +79,8 @@ class RouterSettings(_Strict):
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
     transport: Literal["actor", "handle"] = "actor"
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
+    adaptive_routing: AdaptiveRouting | None = Field(
+        None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")
 
 
 class AppConfig(_Strict):
@@ -99,7 +101,8 @@ class AppConfig(_Strict):
     def engine_config(self) -> EngineConfig:
         r = self.router
         return EngineConfig(max_num_seqs=r.max_num_seqs, max_model_len=r.max_model_len,
-                            max_num_batched_tokens=r.max_num_batched_tokens, dtype=self.dtype)
+                            max_num_batched_tokens=r.max_num_batched_tokens, dtype=self.dtype,
+                            adaptive_routing=r.adaptive_routing)
 
     def group_deployment_name(self, group: int) -> str:
         return f"{self.name}-experts-{group}"

@@ -37,6 +37,7 @@ def test_serve_config_files_validate(name):
     ({"expert_pool": {"autoscaling": {"min_replicas": 3, "max_replicas": 1}}}, "expert_pool.autoscaling"),
     ({"model": ""}, "model"),
     ({"unknown_field": 1}, "unknown_field"),
+    ({"router": {"adaptive_routing": {"mode": "threshold", "value": 2.0}}}, "router.adaptive_routing"),
 ])
 def test_bad_app_config_names_the_field(change, field):
     with pytest.raises(ValidationError) as err:
@@ -98,3 +99,9 @@ def test_dropped_experts_send_no_message(checkpoints):
     routing = Routing(torch.tensor([[1, 2, -1], [0, -1, -1]]), torch.tensor([[0.5, 0.3, 0.0], [1.0, 0.0, 0.0]]))
     experts.wait(experts.submit(0, torch.randn(2, 64), routing))
     assert transport.sent == [(0, [[1, 2, -1], [0, -1, -1]])]  # group 1 (experts 4-7) gets nothing
+
+
+def test_adaptive_routing_reaches_the_router_engine():
+    config = AppConfig.model_validate({"model": "m", "router": {"adaptive_routing": {"mode": "threshold", "value": 0.066}}})
+    adaptive = config.engine_config().adaptive_routing
+    assert (adaptive.mode, adaptive.value, adaptive.min_experts) == ("threshold", 0.066, 1)
