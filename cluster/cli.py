@@ -17,8 +17,6 @@ def engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max-model-len", type=int, default=1024, help="prompt + output tokens per sequence")
     parser.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together")
-    parser.add_argument("--expert-kernel", default="torch", choices=["torch", "vllm"],
-                        help="routed-expert compute: batched torch GEMMs, or vLLM's fused-MoE op (optional extra)")
     parser.add_argument("--adaptive-routing", default=None, choices=["threshold", "cumulative"],
                         help="token-adaptive routing: per token, drop the experts whose share of its gate weight is "
                              "below --adaptive-routing-value (threshold), or keep the fewest whose shares add up to it "

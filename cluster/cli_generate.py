@@ -52,7 +52,7 @@ def run(args) -> int:
         print(f"switchyard generate: {err}", file=sys.stderr)
         return 2
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, dtype=args.dtype,
-                          expert_kernel=args.expert_kernel, adaptive_routing=adaptive)
+                          adaptive_routing=adaptive)
     engine = Engine.from_pretrained(resolve_model(args.model), config)
     texts = prompts
     if args.chat:

@@ -45,7 +45,6 @@ class EngineConfig:
     max_model_len: int = 1024  # prompt + output tokens of one sequence
     max_num_batched_tokens: int = 2048  # prompt tokens admitted in one prefill step
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    expert_kernel: Literal["torch", "vllm"] = "torch"
     num_threads: int | None = None  # torch intra-op threads; None = torch's default
     adaptive_routing: AdaptiveRouting | None = None  # None: every token uses all top_k experts
 
@@ -55,8 +54,6 @@ class EngineConfig:
                 raise ConfigError(f"engine field `{name}` must be >= 1, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"engine field `dtype` must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.expert_kernel not in ("torch", "vllm"):
-            raise ConfigError(f"engine field `expert_kernel` must be 'torch' or 'vllm', got {self.expert_kernel!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
