@@ -35,10 +35,9 @@ def text_chunks(tokenizer, path: str, seq_len: int, num_seqs: int) -> list[list[
 def run(args) -> int:
     from switchyard.configs.defaults import resolve_model
     from switchyard.configs.engine import EngineConfig
-    from switchyard.router.affinity.traces import TraceMetadata
     from switchyard.router.engine import Engine
     from switchyard.router.sampling import SamplingParams
-    from switchyard.router.trace_recorder import TraceRecorder
+    from switchyard.router.trace_recorder import record_generation
 
     model = resolve_model(args.model)
     engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
@@ -57,13 +56,8 @@ def run(args) -> int:
         print("switchyard trace: give PROMPTs, --prompts-file or --text", file=sys.stderr)
         return 2
     cfg = engine.model.config
-    metadata = TraceMetadata(model=model.name, num_experts=cfg.num_experts, top_k=cfg.top_k,
-                             layers=cfg.moe_layers, source=source)
     with tempfile.TemporaryDirectory() as scratch:
-        recorder = TraceRecorder(scratch, metadata, rows_per_file=1 << 62)
-        engine.observer = recorder
-        engine.generate(prompts, params)
-        recorder.close()
+        recorder = record_generation(engine, prompts, params, scratch, model.name, source)
         if len(recorder.files) != 1:
             raise RuntimeError(f"expected one trace file, got {len(recorder.files)}")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

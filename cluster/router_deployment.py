@@ -18,9 +18,7 @@ from switchyard.cluster.transport import ActorTransport, HandleTransport
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.async_engine import AsyncEngine
-from switchyard.router.dense_model import DenseModel
 from switchyard.router.engine import Engine
-from switchyard.router.tokenizer import Tokenizer
 
 api = build_openai_app()
 
@@ -50,8 +48,7 @@ class RouterDeployment:
         self.experts = RemoteExperts(GroupChooser(placement), self.transport, cfg.num_groups,
                                      on_dispatch=self.telemetry.on_dispatch)
         engine_config = cfg.engine_config()
-        model = DenseModel.load(ckpt, engine_config.torch_dtype, max_positions=engine_config.max_model_len)
-        engine = Engine(model, self.experts, Tokenizer.from_dir_if_present(cfg.model), engine_config)
+        engine = Engine.from_checkpoint(ckpt, engine_config, self.experts)
         engine.micro_batches = cfg.router.micro_batches
         self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
             stats.kind, stats.seconds, len(outputs)))

@@ -66,11 +66,16 @@ class Engine:
     def from_pretrained(cls, path: str | Path, config: EngineConfig = EngineConfig()) -> "Engine":
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        ckpt = Checkpoint.open(path)
-        dtype = config.torch_dtype
-        model = DenseModel.load(ckpt, dtype, max_positions=config.max_model_len)
-        experts = LocalExperts(ExpertGroup.load_all(ckpt, dtype))
-        return cls(model, experts, Tokenizer.from_dir_if_present(path), config)
+        return cls.from_checkpoint(Checkpoint.open(path), config)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, config: EngineConfig, experts: ExpertBackend | None = None) -> "Engine":
+        """The dense model and tokenizer from `ckpt`; the routed experts from `experts`, or all of them in this
+        process when none is given."""
+        model = DenseModel.load(ckpt, config.torch_dtype, max_positions=config.max_model_len)
+        if experts is None:
+            experts = LocalExperts(ExpertGroup.load_all(ckpt, config.torch_dtype))
+        return cls(model, experts, Tokenizer.from_dir_if_present(ckpt.path), config)
 
     # -- requests -----------------------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None) -> Sequence:

@@ -14,9 +14,31 @@ from pathlib import Path
 
 import torch
 
+from switchyard.configs.model import ModelConfig
 from switchyard.router.affinity.traces import TraceMetadata, concat_traces, trace_from_layer, write_traces
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import Routing
+from switchyard.router.sampling import SamplingParams
+
+
+def trace_metadata(config: ModelConfig, model_name: str, source: str = "") -> TraceMetadata:
+    """The file metadata of a trace of this model."""
+    return TraceMetadata(model=model_name, num_experts=config.num_experts, top_k=config.top_k,
+                         layers=config.moe_layers, source=source)
+
+
+def record_generation(engine, prompts: list, params: SamplingParams, out_dir: str | Path, model_name: str,
+                      source: str = "") -> "TraceRecorder":
+    """Run `prompts` through `engine` with every token's routing recorded into one Parquet file in `out_dir`;
+    returns the closed recorder (its `files` and counts)."""
+    recorder = TraceRecorder(out_dir, trace_metadata(engine.model.config, model_name, source), rows_per_file=1 << 62)
+    engine.observer = recorder
+    try:
+        engine.generate(prompts, params)
+    finally:
+        engine.observer = None
+        recorder.close()
+    return recorder
 
 
 class TraceRecorder:

@@ -4,16 +4,16 @@ import numpy as np
 
 from switchyard.cluster.cli import main as switchyard
 from switchyard.configs.engine import EngineConfig
-from switchyard.router.affinity.traces import TraceMetadata, read_traces
+from switchyard.router.affinity.traces import read_traces
 from switchyard.router.engine import Engine
 from switchyard.router.sampling import SamplingParams
-from switchyard.router.trace_recorder import TraceRecorder
+from switchyard.router.trace_recorder import TraceRecorder, trace_metadata
 
 
 def recorded(checkpoints, tmp_path, **recorder_args):
     engine = Engine.from_pretrained(checkpoints["qwen3_moe"], EngineConfig(max_num_seqs=8, max_model_len=64))
     cfg = engine.model.config
-    meta = TraceMetadata(model="tiny", num_experts=cfg.num_experts, top_k=cfg.top_k, layers=cfg.moe_layers)
+    meta = trace_metadata(cfg, "tiny")
     recorder = TraceRecorder(tmp_path, meta, **recorder_args)
     engine.observer = recorder
     prompts = [[5 + i] * (3 + i) for i in range(8)]

@@ -18,20 +18,16 @@ from switchyard.router.affinity.affinity_placement import affinity_placement
 from switchyard.router.affinity.matrix import fit_affinity
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.strategies import contiguous
-from switchyard.router.affinity.traces import TraceMetadata, read_traces
+from switchyard.router.affinity.traces import read_traces
 from switchyard.router.engine import Engine
 from switchyard.router.sampling import SamplingParams
-from switchyard.router.trace_recorder import TraceRecorder
+from switchyard.router.trace_recorder import record_generation
 
 
 def record(engine: Engine, windows: list[list[int]], scratch: Path, name: str):
-    cfg = engine.model.config
-    metadata = TraceMetadata(model=name, num_experts=cfg.num_experts, top_k=cfg.top_k, layers=cfg.moe_layers)
-    recorder = TraceRecorder(scratch, metadata, rows_per_file=1 << 62)
-    engine.observer = recorder
-    engine.generate(windows, SamplingParams(max_tokens=1, temperature=0.0))
-    engine.observer = None
-    return read_traces(recorder.close())
+    """The routing of `windows` (prompt tokens only) as a trace."""
+    return read_traces(record_generation(engine, windows, SamplingParams(max_tokens=1, temperature=0.0),
+                                         scratch, name).files)
 
 
 def run(model: Path, text: str, groups: int, batch: int, max_tokens: int, seq_len: int, fit_windows: int,

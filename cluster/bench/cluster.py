@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 
-from switchyard.cluster.bench.decode import decode_summary, greedy
+from switchyard.cluster.bench.decode import decode_summary, greedy, time_round_trip
 from switchyard.cluster.bench.engine import random_prompts
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.engine import Engine
-from switchyard.router.expert_backend import LocalExperts
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,6 @@ def single_process(model: Path, prompts, max_tokens: int, max_model_len: int, th
     start = time.perf_counter()
     engine.generate(prompts, greedy(max_tokens))
     summary = decode_summary(list(engine.step_log), time.perf_counter() - start)
-    from switchyard.cluster.bench.decode import time_round_trip
-
     summary["round_trip_ms"] = 1000 * time_round_trip(engine.experts, engine.model, len(prompts), 20)
     summary["fan_out"] = 1.0
     return summary

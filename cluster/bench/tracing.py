@@ -11,9 +11,8 @@ import torch
 from switchyard.cluster.bench.decode import greedy
 from switchyard.cluster.bench.engine import random_prompts
 from switchyard.configs.engine import EngineConfig
-from switchyard.router.affinity.traces import TraceMetadata
 from switchyard.router.engine import Engine
-from switchyard.router.trace_recorder import TraceRecorder
+from switchyard.router.trace_recorder import TraceRecorder, trace_metadata
 
 
 def run(model: Path, batch: int, max_tokens: int, repeats: int, sample_rate: float, threads: int) -> list[list]:
@@ -21,7 +20,7 @@ def run(model: Path, batch: int, max_tokens: int, repeats: int, sample_rate: flo
     engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=batch, max_model_len=max_tokens + 64))
     cfg = engine.model.config
     prompts = random_prompts(batch, 24, cfg.vocab_size)
-    metadata = TraceMetadata(model=model.name, num_experts=cfg.num_experts, top_k=cfg.top_k, layers=cfg.moe_layers)
+    metadata = trace_metadata(cfg, model.name)
     timings: dict[str, list[float]] = {"off": [], "on": []}
     rows_written = 0
     with tempfile.TemporaryDirectory() as scratch:
