@@ -98,6 +98,7 @@ class ActorTransport:
         self._groups = [_GroupReplicas() for _ in group_names]
         self._lock = threading.Lock()
         self._version = -1
+        self._dead: set[str] = set()  # replicas a call found dead, kept out even if a snapshot still lists them
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._follow, args=(refresh_s,), daemon=True,
@@ -114,7 +115,8 @@ class ActorTransport:
             for index, name in enumerate(self.group_names):
                 known = {r.replica_id: r for r in self._groups[index].replicas}
                 self._groups[index].replicas = [known.get(rid) or _Replica(rid, actor)
-                                                for rid, actor in snapshot.get(name, {}).items()]
+                                                for rid, actor in snapshot.get(name, {}).items()
+                                                if rid not in self._dead]
 
     def _follow(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
@@ -160,9 +162,13 @@ class ActorTransport:
             for r in group.replicas:
                 if r.replica_id == call.replica:
                     r.in_flight -= 1
-            if dead:
+            if dead and call.replica not in self._dead:
+                self._dead.add(call.replica)
                 group.replicas = [r for r in group.replicas if r.replica_id != call.replica]
                 self._version = -1  # take the registry's view again on the next refresh
+                # A killed replica never leaves the registry itself; tell it, so that replica counts (and cost)
+                # and other routers see only live replicas.
+                self.registry.unregister.remote(self.group_names[call.group], call.replica)
 
     def receive(self, call: _Call) -> ExpertResponse:
         while True:

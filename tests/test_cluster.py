@@ -166,6 +166,15 @@ def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(ray
             break
         time.sleep(1)
     assert r.status_code == 200
+    # the dead replica leaves the registry (the router reports it), so replica counts and cost see live ones only
+    group = f"{two_groups.name}-experts-1"
+    deadline = time.monotonic() + 10
+    while True:
+        _, replicas = ray.get(get_registry(two_groups.name).snapshot.remote())
+        if victim not in replicas[group].values() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert victim not in replicas[group].values() and len(replicas[group]) == 1
 
 
 def test_metrics_and_cost_are_reported(two_groups):
