@@ -28,6 +28,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sequence")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--groups", type=int, action="append", help="only these group counts")
+    p.add_argument("--transport", action="append", choices=["compiled", "actor", "handle"],
+                   help="only these transports")
     p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
     p.set_defaults(func=run_cluster)
 
@@ -82,7 +84,8 @@ def run_cluster(args) -> int:
     from switchyard.configs.defaults import resolve_model
 
     model = resolve_model(args.model)
-    setups = [s for s in cluster.DEFAULT_SETUPS if not args.groups or s.groups in args.groups]
+    setups = [s for s in cluster.DEFAULT_SETUPS
+              if (not args.groups or s.groups in args.groups) and (not args.transport or s.transport in args.transport)]
     print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens per sequence, greedy")
     rows = cluster.run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)
     print(format_table(["setup", "decode tok/s", "ms/step", "layer round trip ms", "fan-out", "vs single"], rows))

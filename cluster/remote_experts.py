@@ -39,25 +39,25 @@ class RemoteExperts:
         kept = routing.expert_ids >= 0  # adaptive routing marks dropped experts -1: they go nowhere
         groups = self.choose_groups(layer, routing.expert_ids.clamp(min=0))  # [T, k] group of each chosen expert
         groups = torch.where(kept, groups, -1)
-        calls, sent = [], {}
+        requests, rows_of = {}, {}
         for group in [g for g in torch.unique(groups).tolist() if g >= 0]:
             chosen = groups == group  # [T, k]
             rows = chosen.any(dim=1).nonzero().squeeze(1)  # tokens with at least one expert in this group
-            request = ExpertRequest(layer, hidden[rows], torch.where(chosen, routing.expert_ids, -1)[rows],
-                                    routing.weights[rows])
-            calls.append((rows, self.transport.send(group, request)))
-            sent[group] = rows.numel()
+            requests[group] = ExpertRequest(layer, hidden[rows], torch.where(chosen, routing.expert_ids, -1)[rows],
+                                            routing.weights[rows])
+            rows_of[group] = rows
             self.stats.group_messages += rows.numel()
             self.stats.tokens_per_group[group] += rows.numel()
+        pending = self.transport.send(requests)
         self.stats.token_layers += hidden.shape[0]
-        self.stats.calls += len(calls)
+        self.stats.calls += len(requests)
         if self.on_dispatch is not None:
-            self.on_dispatch(hidden.shape[0], sent)
-        return hidden.shape, hidden.dtype, calls
+            self.on_dispatch(hidden.shape[0], {g: rows.numel() for g, rows in rows_of.items()})
+        return hidden.shape, hidden.dtype, rows_of, pending
 
     def wait(self, pending) -> torch.Tensor:
-        shape, dtype, calls = pending
+        shape, dtype, rows_of, sent = pending
         out = torch.zeros(shape, dtype=dtype)  # [T, H]
-        for rows, call in calls:
-            out.index_add_(0, rows, self.transport.receive(call).hidden.to(dtype))
+        for group, response in self.transport.receive(sent).items():
+            out.index_add_(0, rows_of[group], response.hidden.to(dtype))
         return out

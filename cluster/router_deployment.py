@@ -10,6 +10,7 @@ import torch
 from fastapi import Response
 from ray import serve
 
+from switchyard.cluster.compiled_transport import CompiledGraphTransport
 from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
 from switchyard.cluster.remote_experts import RemoteExperts
@@ -38,7 +39,10 @@ class RouterDeployment:
         placement = plan_placement(cfg, ckpt)
         names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
         timeout = cfg.router.expert_timeout_s
-        if cfg.router.transport == "actor":
+        if cfg.router.transport == "compiled":
+            self.transport = CompiledGraphTransport(cfg.name, names, timeout_s=timeout,
+                                                    max_in_flight=2 * cfg.router.micro_batches)
+        elif cfg.router.transport == "actor":
             self.transport = ActorTransport(cfg.name, names, timeout_s=timeout)
         else:
             self.transport = HandleTransport(group_handles, timeout_s=timeout)
@@ -57,7 +61,7 @@ class RouterDeployment:
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
-        if isinstance(self.transport, ActorTransport):
+        if isinstance(self.transport, (ActorTransport, CompiledGraphTransport)):
             return self.transport.replica_counts()
         return [cfg.expert_pool.num_replicas] * cfg.num_groups
 
@@ -98,3 +102,5 @@ class RouterDeployment:
     def __del__(self):
         if hasattr(self, "engine"):  # __init__ may have failed
             self.engine.shutdown()
+        if hasattr(self, "transport") and hasattr(self.transport, "close"):
+            self.transport.close()

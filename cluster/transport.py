@@ -1,10 +1,15 @@
 """The per-layer transport from the router to the expert groups, behind one interface.
 
+One call of `send` carries one layer's requests (one per group that has tokens); `receive` returns their
+responses. Implementations:
+
 - `HandleTransport`: Ray Serve deployment handles. Serve picks the replica; each call pays Serve's
   request path (routing, queue-length probes, metrics).
 - `ActorTransport`: direct calls into the replicas' actors (`__ray_call__`), replicas taken from the
   registry that every group replica joins, so the set follows autoscaling. The router picks the replica
   with the fewest calls in flight.
+- `CompiledGraphTransport` (compiled_transport.py): a Ray Compiled Graph over the same registry's replicas;
+  shared-memory channels instead of a task submission per call.
 
 Both retry a call that fails because a replica died — on another replica, or on the one Serve starts in its
 place — until the deadline, then raise `ExpertGroupUnavailable`. A call never hangs past the deadline.
@@ -31,9 +36,21 @@ class ExpertGroupUnavailable(RuntimeError):
 
 
 class ExpertTransport(Protocol):
-    def send(self, group: int, request: ExpertRequest) -> object: ...
+    def send(self, requests: dict[int, ExpertRequest]) -> object:
+        """Start one layer: group index -> that group's request. Returns at once."""
 
-    def receive(self, call: object) -> ExpertResponse: ...
+    def receive(self, pending: object) -> dict[int, ExpertResponse]:
+        """Wait for what `send` started; raises ExpertGroupUnavailable past the deadline."""
+
+
+class _OneCallPerGroup:
+    """send/receive for transports that make an independent call per group."""
+
+    def send(self, requests: dict[int, ExpertRequest]) -> list:
+        return [self._send_one(group, request) for group, request in requests.items()]
+
+    def receive(self, pending: list) -> dict[int, ExpertResponse]:
+        return {call.group: self._receive_one(call) for call in pending}
 
 
 @dataclass
@@ -46,17 +63,17 @@ class _Call:
     attempts: int = 0
 
 
-class HandleTransport:
+class HandleTransport(_OneCallPerGroup):
     def __init__(self, handles: list, timeout_s: float = 30.0):
         self.handles = handles
         self.timeout_s = timeout_s
 
-    def send(self, group: int, request: ExpertRequest) -> _Call:
+    def _send_one(self, group: int, request: ExpertRequest) -> _Call:
         call = _Call(group, request, time.monotonic() + self.timeout_s)
         call.future = self.handles[group].forward.remote(request)
         return call
 
-    def receive(self, call: _Call) -> ExpertResponse:
+    def _receive_one(self, call: _Call) -> ExpertResponse:
         while True:
             remaining = call.deadline - time.monotonic()
             if remaining <= 0:
@@ -90,7 +107,7 @@ class _GroupReplicas:
     turn: itertools.count = field(default_factory=itertools.count)
 
 
-class ActorTransport:
+class ActorTransport(_OneCallPerGroup):
     def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0):
         self.group_names = group_names
         self.timeout_s = timeout_s
@@ -134,7 +151,7 @@ class ActorTransport:
         self._stop.set()
 
     # -- calls --------------------------------------------------------------------------------------------
-    def send(self, group: int, request: ExpertRequest) -> _Call:
+    def _send_one(self, group: int, request: ExpertRequest) -> _Call:
         call = _Call(group, request, time.monotonic() + self.timeout_s)
         self._dispatch(call)
         return call
@@ -170,7 +187,7 @@ class ActorTransport:
                 # and other routers see only live replicas.
                 self.registry.unregister.remote(self.group_names[call.group], call.replica)
 
-    def receive(self, call: _Call) -> ExpertResponse:
+    def _receive_one(self, call: _Call) -> ExpertResponse:
         while True:
             remaining = call.deadline - time.monotonic()
             try:

@@ -77,7 +77,8 @@ class RouterSettings(_Strict):
     # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
     # extra calls cost more than the overlap wins (`switchyard bench cluster`).
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
-    transport: Literal["actor", "handle"] = "actor"
+    transport: Literal["compiled", "actor", "handle"] = Field(
+        "actor", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
     adaptive_routing: AdaptiveRouting | None = Field(
         None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")

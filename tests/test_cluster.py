@@ -20,20 +20,22 @@ MODEL = "tiny"
 PROMPTS = [("yard " * n).strip() for n in range(1, 17)]  # 16 prompts of different lengths
 
 
-def app_config(path, groups: int, transport: str, placement: str | None = None, **router) -> dict:
-    return {"model": str(path), "served_model_name": MODEL, "num_groups": groups, "name": f"t{groups}{transport}",
-            "placement": placement,
+def app_config(path, groups: int, transport: str, placement: str | None = None, expert_replicas: int = 1,
+               **router) -> dict:
+    return {"model": str(path), "served_model_name": MODEL, "num_groups": groups,
+            "name": f"t{groups}{transport}{expert_replicas}", "placement": placement,
             "router": {"transport": transport, "max_model_len": 128, "max_num_seqs": 16, "micro_batches": 2,
                        "expert_timeout_s": 20, **router},
             "router_pool": {"num_cpus": 0.5, "torch_threads": 1},
-            "expert_pool": {"num_cpus": 0.25, "torch_threads": 1}}
+            "expert_pool": {"num_cpus": 0.25, "torch_threads": 1, "num_replicas": expert_replicas}}
 
 
 class Deployed:
-    def __init__(self, base: str, path, groups: int, transport: str, placement: str | None = None):
-        self.name = f"t{groups}{transport}"
+    def __init__(self, base: str, path, groups: int, transport: str, placement: str | None = None,
+                 expert_replicas: int = 1):
+        config = app_config(path, groups, transport, placement, expert_replicas)
+        self.name = config["name"]
         self.prefix = f"/{self.name}"
-        config = app_config(path, groups, transport, placement)
         serve.run(build_app(config), name=self.name, route_prefix=self.prefix)
         self.url = f"{base}{self.prefix}"
 
@@ -69,12 +71,16 @@ def replicated_placement(tmp_path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("groups,transport,placement", [(1, "actor", None), (2, "actor", None),
-                                                        (2, "handle", None), (4, "actor", "replicated")])
+@pytest.mark.parametrize("groups,transport,placement,expert_replicas", [
+    (1, "actor", None, 1), (2, "actor", None, 1), (2, "handle", None, 1), (4, "actor", "replicated", 1),
+    (2, "compiled", None, 1), (4, "compiled", "replicated", 1),
+    (2, "compiled", None, 2),  # the compiled graph splits a group's tokens over its replicas
+])
 def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve, checkpoints, reference_texts,
-                                                                       tmp_path, groups, transport, placement):
+                                                                       tmp_path, groups, transport, placement,
+                                                                       expert_replicas):
     placement = replicated_placement(tmp_path) if placement == "replicated" else None
-    app = Deployed(ray_serve, checkpoints["qwen3_moe"], groups, transport, placement)
+    app = Deployed(ray_serve, checkpoints["qwen3_moe"], groups, transport, placement, expert_replicas)
     try:
         assert asyncio.run(complete_all(app.client())) == reference_texts
         stats = httpx.get(f"{app.url}/v1/switchyard/stats").json()
@@ -89,13 +95,37 @@ def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve
             expected = {f"model.layers.{l}.mlp.experts.{e}.{p}.weight"
                         for l, es in h.items() for e in es for p in ("gate_proj", "up_proj", "down_proj")}
             assert set(info["tensors_read"]) == expected
+        if expert_replicas > 1:  # every replica did work, not only the first
+            calls = replica_calls(app.name)
+            assert all(len(c) == expert_replicas and min(c) > 0 for c in calls.values()), calls
     finally:
         app.close()
+
+
+def replica_calls(app_name: str) -> dict[str, list[int]]:
+    """Expert calls served by each replica of each group, asked of the replicas' actors themselves."""
+    from switchyard.cluster.registry import get_registry
+
+    def calls(_actor) -> int:
+        from switchyard.cluster import expert_deployment
+
+        return expert_deployment._SERVING.calls
+
+    _, replicas = ray.get(get_registry(app_name).snapshot.remote())
+    return {group: ray.get([actor.__ray_call__.remote(calls) for actor in actors.values()])
+            for group, actors in replicas.items()}
 
 
 @pytest.fixture(scope="module")
 def two_groups(ray_serve, checkpoints):
     app = Deployed(ray_serve, checkpoints["qwen3_moe"], 2, "actor")
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def two_groups_compiled(ray_serve, checkpoints):
+    app = Deployed(ray_serve, checkpoints["qwen3_moe"], 2, "compiled")
     yield app
     app.close()
 
@@ -133,9 +163,11 @@ def test_bad_request_on_the_cluster_leaves_a_good_one_alone(two_groups):
     assert good.status_code == 200
 
 
-def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(ray_serve, two_groups):
+@pytest.mark.parametrize("app", ["two_groups", "two_groups_compiled"])
+def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(request, app):
     from switchyard.cluster.registry import get_registry
 
+    two_groups = request.getfixturevalue(app)
     _, replicas = ray.get(get_registry(two_groups.name).snapshot.remote())
     victim = next(iter(replicas[f"{two_groups.name}-experts-1"].values()))
     result = {}
@@ -165,7 +197,7 @@ def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(ray
         if r.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert r.status_code == 200
+    assert r.status_code == 200, r.text
     # the dead replica leaves the registry (the router reports it), so replica counts and cost see live ones only
     group = f"{two_groups.name}-experts-1"
     deadline = time.monotonic() + 10
@@ -177,7 +209,9 @@ def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(ray
     assert victim not in replicas[group].values() and len(replicas[group]) == 1
 
 
-def test_metrics_and_cost_are_reported(two_groups):
+@pytest.mark.parametrize("app", ["two_groups", "two_groups_compiled"])
+def test_metrics_and_cost_are_reported(request, app):
+    two_groups = request.getfixturevalue(app)
     httpx.post(f"{two_groups.url}/v1/completions", timeout=60, json={"model": MODEL, "prompt": "yard", "max_tokens": 6})
     text = httpx.get(f"{two_groups.url}/metrics", timeout=30).text
     for name in ("switchyard_dispatch_fan_out", "switchyard_group_tokens_total", "switchyard_generated_tokens_total",

@@ -86,12 +86,12 @@ def test_dropped_experts_send_no_message(checkpoints):
         def __init__(self):
             self.sent = []
 
-        def send(self, group, request):
-            self.sent.append((group, request.expert_ids.tolist()))
-            return request
+        def send(self, requests):
+            self.sent += [(group, request.expert_ids.tolist()) for group, request in requests.items()]
+            return requests
 
-        def receive(self, request):
-            return ExpertResponse(request.layer, torch.zeros_like(request.hidden))
+        def receive(self, requests):
+            return {g: ExpertResponse(r.layer, torch.zeros_like(r.hidden)) for g, r in requests.items()}
 
     cfg = Checkpoint.open(checkpoints["qwen3_moe"]).config
     transport = Recorder()

@@ -25,8 +25,11 @@ class Setup:
         return f"cluster, {self.groups} group{'s' if self.groups > 1 else ''}, {self.transport}, mb={self.micro_batches}"
 
 
-DEFAULT_SETUPS = [Setup(1, "actor", 2), Setup(1, "handle", 2), Setup(2, "actor", 1), Setup(2, "actor", 2),
-                  Setup(2, "handle", 2), Setup(4, "actor", 2), Setup(4, "handle", 2)]
+DEFAULT_SETUPS = [
+    Setup(1, "compiled", 1), Setup(1, "actor", 1), Setup(1, "handle", 1),
+    Setup(2, "compiled", 1), Setup(2, "compiled", 2), Setup(2, "actor", 1), Setup(2, "actor", 2), Setup(2, "handle", 1),
+    Setup(4, "compiled", 1), Setup(4, "actor", 1), Setup(4, "handle", 1),
+]
 
 
 def single_process(model: Path, prompts, max_tokens: int, max_model_len: int, threads: int) -> dict:

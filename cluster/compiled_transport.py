@@ -1,0 +1,237 @@
+"""The per-layer transport as a Ray Compiled Graph over the expert-group replicas.
+
+A direct actor call costs a task submission, a scheduling hop and an object-store round trip per group per
+layer: about 1-3 ms on a small machine, more than the experts' own compute at decode batch sizes. A
+Compiled Graph sets up shared-memory channels to every replica once; after that one layer is a write into
+each replica's input channel and a read from its output channel (about 0.5 ms for two groups here).
+
+The graph is static, so it is rebuilt whenever the replica set changes:
+- the registry's version moves (autoscaling added or removed a replica): rebuilt between executions;
+- an execution fails because a replica died: the graph is torn down, the dead replica (found by probing
+  each one) leaves the registry, and the layer is sent again on a graph over the live replicas, until the
+  deadline, then `ExpertGroupUnavailable`, as with the other transports.
+
+Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares.
+Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+import torch
+from ray.dag import InputNode, MultiOutputNode
+from ray.exceptions import RayActorError, RayTaskError
+
+from switchyard.cluster.expert_deployment import call_group
+from switchyard.cluster.registry import get_registry
+from switchyard.cluster.transport import ExpertGroupUnavailable
+from switchyard.experts.messages import ExpertRequest, ExpertResponse
+
+log = logging.getLogger(__name__)
+
+
+def _call_group_or_none(actor, request: ExpertRequest | None) -> ExpertResponse | None:
+    return None if request is None else call_group(actor, request)
+
+
+def _alive(_actor) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Slot:
+    group: int
+    replica_id: str
+    actor: object
+
+
+class _Graph:
+    """One compiled graph: an input and an output channel per (group, replica) slot."""
+
+    def __init__(self, slots: list[_Slot], max_in_flight: int, timeout_s: float):
+        self.slots = slots
+        with InputNode() as inputs:
+            outputs = [slot.actor.__ray_call__.bind(_call_group_or_none, inputs[i]) for i, slot in enumerate(slots)]
+            dag = MultiOutputNode(outputs)
+        self.dag = dag.experimental_compile(_max_inflight_executions=max_in_flight, _submit_timeout=timeout_s)
+        self.broken = False
+        self.in_flight = 0  # executions not yet read back
+
+    def split(self, requests: dict[int, ExpertRequest]) -> tuple[list[ExpertRequest | None], dict[int, list[int]]]:
+        """One input per slot: a group's tokens split evenly over its replicas' slots."""
+        inputs: list[ExpertRequest | None] = [None] * len(self.slots)
+        slots_of: dict[int, list[int]] = {}
+        for index, slot in enumerate(self.slots):
+            slots_of.setdefault(slot.group, []).append(index)
+        for group, request in requests.items():
+            mine = slots_of.get(group, [])
+            if not mine:
+                raise ExpertGroupUnavailable(f"expert group {group}: no live replica")
+            pieces = zip(*(torch.tensor_split(t, len(mine)) for t in (request.hidden, request.expert_ids,
+                                                                        request.weights)))
+            for index, (hidden, ids, weights) in zip(mine, pieces):
+                if hidden.shape[0]:
+                    inputs[index] = ExpertRequest(request.layer, hidden, ids, weights)
+        return inputs, {g: [i for i in slots_of.get(g, []) if inputs[i] is not None] for g in requests}
+
+    def teardown(self) -> None:
+        try:
+            self.dag.teardown()
+        except Exception as err:  # a dead replica's loop cannot be cancelled; the live ones are
+            log.info("compiled graph teardown: %s", err)
+
+
+@dataclass
+class _Pending:
+    requests: dict[int, ExpertRequest]
+    deadline: float
+    graph: _Graph | None = None
+    refs: list | None = None
+    used: dict[int, list[int]] | None = None
+
+    def __del__(self):
+        # Dropped unread (a failed step abandons its other micro-batch): Ray frees the results; the count of
+        # executions in flight must not stay up, or the graph would never be rebuilt for a new replica set.
+        if self.graph is not None:
+            self.graph.in_flight -= 1
+
+
+class CompiledGraphTransport:
+    def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0,
+                 max_in_flight: int = 4):
+        self.group_names = group_names
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+        self.registry = get_registry(app_name)
+        self._lock = threading.RLock()
+        self._graph: _Graph | None = None
+        self._graph_version = -1  # registry version the graph was built from
+        self._latest_version = -1
+        self._dead: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, args=(refresh_s,), daemon=True,
+                                        name="switchyard-graph-follower")
+        self._thread.start()
+
+    # -- the replica set ----------------------------------------------------------------------------------
+    def _follow(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self._latest_version = ray.get(self.registry.version.remote(), timeout=5)
+            except Exception:  # the registry is briefly unreachable; keep the graph we have
+                pass
+
+    def _build(self) -> _Graph | None:
+        version, snapshot = ray.get(self.registry.snapshot.remote())
+        slots = [_Slot(g, rid, actor) for g, name in enumerate(self.group_names)
+                 for rid, actor in snapshot.get(name, {}).items() if rid not in self._dead]
+        self._graph_version = self._latest_version = version
+        if {s.group for s in slots} != set(range(len(self.group_names))):
+            return None  # some group has no live replica yet (starting, or replaced after a death)
+        return _Graph(slots, self.max_in_flight, self.timeout_s)
+
+    def _current_graph(self) -> _Graph | None:
+        """The graph to execute on. Rebuilt at once when broken (what was in flight on it is sent again), and
+        when the replica set changed once nothing is in flight on it (micro-batches keep executions in flight
+        through a whole step, so that is between steps)."""
+        graph = self._graph
+        if graph is None or graph.broken or (self._latest_version != self._graph_version and graph.in_flight == 0):
+            if self._graph is not None:
+                self._graph.teardown()
+            self._graph = self._build()
+        return None if self._graph is None or self._graph.broken else self._graph
+
+    def replica_counts(self) -> list[int]:
+        with self._lock:
+            slots = self._graph.slots if self._graph is not None else []
+            return [sum(s.group == g for s in slots) for g in range(len(self.group_names))]
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._graph is not None:
+                self._graph.teardown()
+                self._graph = None
+
+    # -- calls --------------------------------------------------------------------------------------------
+    def send(self, requests: dict[int, ExpertRequest]) -> _Pending:
+        pending = _Pending(requests, time.monotonic() + self.timeout_s)
+        self._execute(pending)
+        return pending
+
+    def _execute(self, pending: _Pending) -> None:
+        while True:
+            with self._lock:
+                graph = self._current_graph()
+                if graph is not None:
+                    inputs, pending.used = graph.split(pending.requests)
+                    try:
+                        pending.refs = graph.dag.execute(*inputs)
+                    except Exception as err:  # Ray tore the graph down: one of its replicas died
+                        log.warning("compiled graph closed (%s); rebuilding over the live replicas", err)
+                        graph.broken = True
+                        self._drop_dead(graph)
+                        continue
+                    pending.graph = graph
+                    graph.in_flight += 1
+                    return
+            if time.monotonic() > pending.deadline:
+                missing = [self.group_names[g] for g in pending.requests]
+                raise ExpertGroupUnavailable(f"expert groups {missing}: no live replica")
+            time.sleep(0.1)
+
+    def receive(self, pending: _Pending) -> dict[int, ExpertResponse]:
+        while True:
+            remaining = pending.deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                with self._lock:  # a compiled graph is not safe to drive from two threads at once
+                    results = ray.get(pending.refs, timeout=remaining)
+            except RayTaskError as err:
+                if isinstance(err, RayActorError):  # Ray's error types multiply inherit: a death, seen as a task's
+                    self._retry_after_death(pending, err)
+                    continue
+                self._finish(pending)  # the experts raised: a bad request, not a dead replica
+                raise
+            except TimeoutError as err:
+                self._finish(pending, broken=True)  # a result is still owed; the graph cannot be reused
+                raise ExpertGroupUnavailable(f"expert groups: no answer within {self.timeout_s:.0f}s") from err
+            except Exception as err:  # a channel closed: a replica died
+                self._retry_after_death(pending, err)
+                continue
+            self._finish(pending)
+            return {group: ExpertResponse(pending.requests[group].layer,
+                                          torch.cat([results[i].hidden for i in slots]))
+                    for group, slots in pending.used.items()}
+
+    def _retry_after_death(self, pending: _Pending, err: Exception) -> None:
+        log.warning("compiled graph failed (%s); rebuilding over the live replicas", type(err).__name__)
+        graph = pending.graph
+        self._finish(pending, broken=True)
+        self._drop_dead(graph)
+        self._execute(pending)
+
+    def _finish(self, pending: _Pending, broken: bool = False) -> None:
+        graph, pending.graph = pending.graph, None
+        if graph is not None:
+            with self._lock:
+                graph.in_flight -= 1
+                graph.broken = graph.broken or broken
+
+    def _drop_dead(self, graph: _Graph | None) -> None:
+        if graph is None:
+            return
+        probes = [(slot, slot.actor.__ray_call__.remote(_alive)) for slot in graph.slots]
+        for slot, probe in probes:
+            try:
+                ray.get(probe, timeout=5)
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                with self._lock:
+                    self._dead.add(slot.replica_id)
+                self.registry.unregister.remote(self.group_names[slot.group], slot.replica_id)
