@@ -9,7 +9,7 @@ Reading order (each file one idea, all pure functions on arrays):
   affinity_placement             the affinity-aware placement
   dispatch                       per-layer replica choice the router runs (DispatchTables, assign_replicas)
   metrics                        fan-out, imbalance, bytes/token, group switches on held-out traces
-  prediction                     later layers' experts from earlier routing; group-load forecast
+  prediction, neighbours         later layers' experts from earlier routing; group-load forecast
   plot, commands                 heatmaps; `affinity fit|plot|predict` and `place` CLI
   synthetic                      synthetic traces with affinity structure, for tests and benchmarks
 

@@ -24,6 +24,7 @@ from switchyard.router.affinity.matrix import AffinityMatrix, fit_affinity
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.plot import plot_layer
+from switchyard.router.affinity.neighbours import NEIGHBOURS, fit_neighbours
 from switchyard.router.affinity.prediction import fit_predictor, prediction_recall
 from switchyard.router.affinity.strategies import EplbHierarchy, contiguous, eplb, round_robin
 from switchyard.router.affinity.traces import RoutingTrace, read_traces
@@ -147,15 +148,19 @@ def run_plot(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     split = split_trace(read_traces(args.traces), args.fit, args.eval)
     matrix = fit_affinity(split.fit)
-    predictor = fit_predictor(split.fit.aligned(), args.distance, args.history)
-    report = prediction_recall(matrix, predictor, split.evaluate.aligned(), args.distance)
+    fit = split.fit.aligned()
+    predictor = fit_predictor(fit, args.distance, args.history)
+    neighbours = fit_neighbours(fit, args.neighbours)
+    report = prediction_recall(matrix, predictor, neighbours, split.evaluate.aligned(), args.distance)
     if args.json:
         print(json.dumps({key: np.asarray(value).tolist() for key, value in asdict(report).items()}, indent=1))
         return 0
-    print(f"recall@{matrix.top_k} of the experts d MoE layers ahead (held-out rows: {split.evaluate.num_rows})")
-    print("distance  popularity  transition  fitted")
-    for d, pop, trans, fitted in zip(report.distances, report.popularity, report.transition, report.fitted):
-        print(f"{d:8d}  {pop:10.3f}  {trans:10.3f}  {fitted:6.3f}")
+    print(f"recall@{matrix.top_k} of the experts d MoE layers ahead (held-out rows: {split.evaluate.num_rows}); "
+          f"fitted = ridge, ensemble = neighbours + ridge")
+    columns = ("popularity", "transition", "fitted", "neighbours", "ensemble")
+    print("distance  " + "  ".join(f"{name:>10}" for name in columns))
+    for i, d in enumerate(report.distances):
+        print(f"{d:8d}  " + "  ".join(f"{getattr(report, name)[i]:10.3f}" for name in columns))
     return 0
 
 
@@ -188,6 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_split_options(predict)
     predict.add_argument("--distance", type=int, default=3, help="predict up to this many MoE layers ahead")
     predict.add_argument("--history", type=int, default=2, help="routed layers the fitted predictor looks back on")
+    predict.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="fit tokens the neighbour predictor asks")
     predict.set_defaults(func=run_predict)
 
     place = subparsers.add_parser("place", help="compare placement strategies on held-out traces, write one")

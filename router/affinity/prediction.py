@@ -1,14 +1,17 @@
 """Predict a token's experts at layers l+1..l+D from its routing so far, without running those layers.
 
 Uses: prefetching offloaded experts, and forecasting per-group load so autoscaling acts before queues
-grow. Three predictors, best last:
+grow. Five predictors, best last:
 
 - popularity: the k most popular experts of layer l+d (what you know with no routing at all);
 - transition: propagate the token's picks through the fitted transition matrices,
   P(l+d) = (x_l / k) T_l T_{l+1} ... (x_l = the token's multi-hot picks at layer l);
 - fitted: a ridge regression per (layer, distance) from the token's picks *and* gate weights at its
   last `history` layers to its picks at l+d. It uses all top-k picks jointly and the path the token
-  took, where the transition chain forgets everything but the current layer's marginal.
+  took, where the transition chain forgets everything but the current layer's marginal;
+- neighbours (neighbours.py): the picks at l+d of the fit tokens whose whole routing path up to l is
+  most like the token's: non-linear in the path, where the ridge fit is linear in its last layers;
+- ensemble: the neighbour and ridge scores, each row-normalised, added (they err differently).
 
 recall@k = |predicted top-k ∩ actual top-k| / k, averaged over tokens and layers.
 """
@@ -21,6 +24,7 @@ import numpy as np
 
 from switchyard.router.affinity.aligned import AlignedRouting, multi_hot
 from switchyard.router.affinity.matrix import AffinityMatrix
+from switchyard.router.affinity.neighbours import ENSEMBLE_WEIGHT, NeighbourPredictor, ensemble_scores
 from switchyard.router.affinity.placement import Placement
 
 
@@ -104,34 +108,41 @@ class RecallReport:
     distances: np.ndarray  # [D] 1..D
     popularity: np.ndarray  # [D] recall@k of each predictor, averaged over start layers
     transition: np.ndarray  # [D]
-    fitted: np.ndarray  # [D]
+    fitted: np.ndarray  # [D] the ridge fit
+    neighbours: np.ndarray  # [D]
+    ensemble: np.ndarray  # [D] neighbours + ridge
 
 
 def prediction_recall(
-    matrix: AffinityMatrix, predictor: ExpertPredictor, routing: AlignedRouting, max_distance: int = 3
+    matrix: AffinityMatrix,
+    predictor: ExpertPredictor,
+    neighbours: NeighbourPredictor,
+    routing: AlignedRouting,
+    max_distance: int = 3,
+    ensemble_weight: float = ENSEMBLE_WEIGHT,
 ) -> RecallReport:
     """recall@top_k on (held-out) `routing` for every start layer that has a layer `distance` later."""
     k = matrix.top_k
-    rows: list[tuple[float, float, float]] = []
+    rows: list[tuple[float, ...]] = []
     for d in range(1, max_distance + 1):
         per_layer = []
         for l in range(routing.num_layers - d):
             layer = int(routing.layers[l])
             actual = routing.expert_ids[l + d]  # [T, k]
             popular = np.argsort(-matrix.popularity[matrix.layer_index(layer) + d], kind="stable")[:k]
-            per_layer.append(
-                (
-                    recall_at_k(np.tile(popular, (routing.num_tokens, 1)), actual),
-                    recall_at_k(top_k_of(transition_scores(matrix, routing.expert_ids[l], layer, d), k), actual),
-                    recall_at_k(
-                        top_k_of(predictor.scores(routing.expert_ids[: l + 1], routing.gate_weights[: l + 1], layer, d), k),
-                        actual,
-                    ),
-                )
-            )
-        rows.append(tuple(np.mean(per_layer, axis=0)) if per_layer else (np.nan,) * 3)
-    table = np.array(rows)  # [D, 3]
-    return RecallReport(np.arange(1, max_distance + 1), table[:, 0], table[:, 1], table[:, 2])
+            ridge = predictor.scores(routing.expert_ids[: l + 1], routing.gate_weights[: l + 1], layer, d)
+            votes = neighbours.scores(routing.expert_ids[: l + 1], layer, d)
+            predicted = [
+                np.tile(popular, (routing.num_tokens, 1)),
+                top_k_of(transition_scores(matrix, routing.expert_ids[l], layer, d), k),
+                top_k_of(ridge, k),
+                top_k_of(votes, k),
+                top_k_of(ensemble_scores(votes, ridge, ensemble_weight), k),
+            ]
+            per_layer.append(tuple(recall_at_k(p, actual) for p in predicted))
+        rows.append(tuple(np.mean(per_layer, axis=0)) if per_layer else (np.nan,) * 5)
+    table = np.array(rows)  # [D, 5]
+    return RecallReport(np.arange(1, max_distance + 1), *table.T)
 
 
 def forecast_group_load(expected_picks: np.ndarray, placement: Placement, layer: int) -> np.ndarray:

@@ -49,7 +49,12 @@ def test_fit_plot_and_predict(traces, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert main(["affinity", "predict", "--traces", str(traces), "--distance", "2", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["fitted"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert [len(report[name]) for name in ("popularity", "transition", "fitted", "neighbours", "ensemble")] == [2] * 5
+    assert main(["affinity", "predict", "--traces", str(traces), "--distance", "2", "--neighbours", "5"]) == 0
+    header, first = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split() == ["distance", "popularity", "transition", "fitted", "neighbours", "ensemble"]
+    assert first.split()[0] == "1" and len(first.split()) == 6
 
 
 def test_bad_input_is_a_clean_error(traces, capsys):

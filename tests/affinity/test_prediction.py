@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from switchyard.router.affinity.matrix import fit_affinity
+from switchyard.router.affinity.neighbours import fit_neighbours
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.prediction import (
     fit_predictor,
@@ -42,10 +43,12 @@ def test_predictors_beat_popularity_on_structured_traces(synthetic):
     matrix, fit, held_out = synthetic
     predictor = fit_predictor(fit, max_distance=2)
     assert predictor.weights.shape == (4, 2, 2 * 2 * 16 + 1, 16)  # [L, D, F, E]
-    report = prediction_recall(matrix, predictor, held_out, max_distance=2)
+    report = prediction_recall(matrix, predictor, fit_neighbours(fit), held_out, max_distance=2)
     assert report.distances.tolist() == [1, 2]
     assert (report.transition > report.popularity + 0.1).all()
     assert (report.fitted >= report.transition - 0.02).all()
+    assert (report.neighbours > report.popularity + 0.1).all()
+    assert (report.ensemble >= report.fitted - 0.02).all()
 
 
 def test_forecast_group_load_splits_replicas_evenly():
