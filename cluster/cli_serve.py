@@ -20,8 +20,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default=None)
-    p.add_argument("--transport", choices=["actor", "handle"], default=None,
-                   help="per-layer calls: direct to replica actors (default) or through Serve handles")
+    p.add_argument("--transport", choices=["compiled", "actor", "handle"], default=None,
+                   help="per-layer calls: a Ray Compiled Graph (default), direct actor calls, or Serve handles")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--num-cpus", type=float, default=None,

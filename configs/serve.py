@@ -78,7 +78,7 @@ class RouterSettings(_Strict):
     # extra calls cost more than the overlap wins (`switchyard bench cluster`).
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
     transport: Literal["compiled", "actor", "handle"] = Field(
-        "actor", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
+        "compiled", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
     adaptive_routing: AdaptiveRouting | None = Field(
         None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")
