@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from switchyard.cluster.bench.table import format_table
@@ -30,6 +32,7 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--groups", type=int, action="append", help="only these group counts")
     p.add_argument("--transport", action="append", choices=["compiled", "actor", "handle"],
                    help="only these transports")
+    p.add_argument("--router-threads", type=int, default=1, help="torch threads of the router replica")
     p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
     p.set_defaults(func=run_cluster)
 
@@ -84,7 +87,7 @@ def run_cluster(args) -> int:
     from switchyard.configs.defaults import resolve_model
 
     model = resolve_model(args.model)
-    setups = [s for s in cluster.DEFAULT_SETUPS
+    setups = [replace(s, router_threads=args.router_threads) for s in cluster.DEFAULT_SETUPS
               if (not args.groups or s.groups in args.groups) and (not args.transport or s.transport in args.transport)]
     print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens per sequence, greedy")
     rows = cluster.run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)

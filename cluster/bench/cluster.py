@@ -19,10 +19,13 @@ class Setup:
     groups: int
     transport: str
     micro_batches: int
+    router_threads: int = 1  # more threads than cores' worth make OpenMP and channel spinning fight
 
     @property
     def label(self) -> str:
-        return f"cluster, {self.groups} group{'s' if self.groups > 1 else ''}, {self.transport}, mb={self.micro_batches}"
+        threads = f", router threads={self.router_threads}" if self.router_threads != 1 else ""
+        return (f"cluster, {self.groups} group{'s' if self.groups > 1 else ''}, {self.transport}, "
+                f"mb={self.micro_batches}{threads}")
 
 
 DEFAULT_SETUPS = [
@@ -55,7 +58,7 @@ def cluster(model: Path, setup: Setup, prompts, max_tokens: int, max_model_len: 
     config = {"model": str(model), "name": name, "num_groups": setup.groups, "placement": placement,
               "router": {"transport": setup.transport, "micro_batches": setup.micro_batches,
                          "max_num_seqs": len(prompts), "max_model_len": max_model_len},
-              "router_pool": {"num_cpus": 1, "torch_threads": 1},
+              "router_pool": {"num_cpus": 1, "torch_threads": setup.router_threads},
               "expert_pool": {"num_cpus": 0.5, "torch_threads": 1}}
     log(f"{setup.label}: deploying ...")
     serve.run(build_app(config), name=name, route_prefix=f"/{name}")
