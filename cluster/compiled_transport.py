@@ -147,9 +147,15 @@ class CompiledGraphTransport:
         return None if self._graph is None or self._graph.broken else self._graph
 
     def replica_counts(self) -> list[int]:
+        """Live replicas per group: the graph's, or before the first layer (no graph yet) the registry's."""
         with self._lock:
-            slots = self._graph.slots if self._graph is not None else []
-            return [sum(s.group == g for s in slots) for g in range(len(self.group_names))]
+            if self._graph is not None and not self._graph.broken:
+                groups = [s.group for s in self._graph.slots]
+            else:
+                _, snapshot = ray.get(self.registry.snapshot.remote())
+                groups = [g for g, name in enumerate(self.group_names)
+                          for rid in snapshot.get(name, {}) if rid not in self._dead]
+        return [groups.count(g) for g in range(len(self.group_names))]
 
     def close(self) -> None:
         self._stop.set()

@@ -6,10 +6,15 @@ of band (pickle protocol 5) instead of copying them into the pickle stream as it
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+# Unpickled arrays are read-only views of Ray's object store or channel buffers. Nothing writes into a message
+# in place (the group reads its request, the router reads and sums the responses), so the views are safe and
+# torch's warning about them is noise. Copying them instead would cost a pass over every message.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 @dataclass
