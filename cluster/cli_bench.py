@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import torch
@@ -13,7 +14,7 @@ def register(sub, engine_flags) -> None:
     bench = sub.add_parser("bench", help="benchmarks (side by side, in one run)")
     which = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
 
-    p = which.add_parser("engine", help="single-process engine vs transformers generate")
+    p = which.add_parser("engine", help="single-process engine (per expert kernel) vs transformers generate")
     p.add_argument("--model", default=None, help="model folder (default: a random --preset model, made once "
                                                  "with transformers and cached)")
     p.add_argument("--preset", default="moe-64x8", choices=["moe-64x8", "moe-32x4"],
@@ -22,6 +23,7 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="new tokens per sequence")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    kernels_flag(p)
     p.set_defaults(func=run_engine)
 
     p = which.add_parser("cluster", help="single-process engine vs the cluster: groups x transports")
@@ -55,9 +57,34 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_tracing)
 
-    p = which.add_parser("experts", help="expert compute schedules: padded bmm vs per-expert GEMMs")
+    p = which.add_parser("experts", help="expert kernels: torch's padded bmm vs per-expert GEMMs, and vLLM's op")
+    p.add_argument("--preset", default="moe-32x4", choices=["moe-64x8", "moe-32x4"],
+                   help="one MoE layer of this bench model's shape, random weights")
     p.add_argument("--threads", type=int, default=2)
+    kernels_flag(p)
     p.set_defaults(func=run_experts)
+
+
+def kernels_flag(p) -> None:
+    p.add_argument("--expert-kernel", action="append", choices=["torch", "vllm"], dest="expert_kernels",
+                   help="expert kernels to compare (repeatable; default: torch, and vllm where it is installed)")
+
+
+def chosen_kernels(args) -> list[str]:
+    """The asked-for kernels; by default torch, plus vllm where importable, saying so when it is not. Asking
+    for vllm explicitly without it installed fails (VllmUnavailable) rather than quietly measuring less."""
+    from switchyard.experts.vllm_kernel import VllmUnavailable, load_ops
+
+    kernels = list(dict.fromkeys(args.expert_kernels or ["torch", "vllm"]))
+    if "vllm" in kernels:
+        try:
+            load_ops()
+        except VllmUnavailable as err:
+            if args.expert_kernels:
+                raise SystemExit(f"switchyard bench: {err}") from err
+            print("vllm kernel: not installed, not measured (README: vLLM kernel (optional))", file=sys.stderr)
+            kernels.remove("vllm")
+    return kernels
 
 
 def run_engine(args) -> int:
@@ -72,13 +99,11 @@ def run_engine(args) -> int:
     cfg = Checkpoint.open(path).config
     print(f"model: {path} ({cfg.family}, {cfg.num_parameters / 1e6:.1f}M parameters, {cfg.num_experts} experts "
           f"top-{cfg.top_k}); {args.max_tokens} new tokens per sequence, greedy; {args.threads} threads")
-    rows = engine.run(path, args.batch or [1, 32], args.max_tokens, args.prompt_len, log=engine.log_to_stderr)
-    print(format_table(
-        ["batch", "transformers decode tok/s", "switchyard decode tok/s", "ratio", "end-to-end ratio", "same tokens"],
-        [[r.batch, r.transformers_tok_s, r.switchyard_tok_s, f"{r.ratio:.2f}x",
-          f"{r.switchyard_end_to_end_tok_s / r.transformers_end_to_end_tok_s:.2f}x",
-          "yes" if r.tokens_match else "NO"] for r in rows]))
-    return 0 if all(r.tokens_match for r in rows) else 1
+    kernels = chosen_kernels(args)
+    rows = engine.run(path, args.batch or [1, 32], args.max_tokens, args.prompt_len, kernels, engine.log_to_stderr)
+    print("decode tok/s (ratios: higher is faster for the first named)")
+    print(format_table(*engine.table(rows, kernels)))
+    return 0 if all(all(r.tokens_match.values()) for r in rows) else 1
 
 
 def run_cluster(args) -> int:
@@ -123,7 +148,13 @@ def run_tracing(args) -> int:
 
 def run_experts(args) -> int:
     from switchyard.cluster.bench.experts import run
+    from switchyard.cluster.bench.models import PRESETS
 
     torch.set_num_threads(args.threads)
-    print(format_table(["tokens", "experts", "top-k", "padded ms", "segmented ms", "padded/segmented"], run()))
+    kernels = chosen_kernels(args)
+    shape = PRESETS[args.preset]
+    print(f"one layer of {args.preset}: hidden {shape['hidden_size']}, intermediate {shape['moe_intermediate_size']}; "
+          f"ms per call, {args.threads} threads")
+    print(format_table(*run(kernels, shape["hidden_size"], shape["moe_intermediate_size"], shape["num_experts"],
+                            shape["num_experts_per_tok"])))
     return 0

@@ -52,8 +52,12 @@ def run(args) -> int:
         print(f"switchyard generate: {err}", file=sys.stderr)
         return 2
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, dtype=args.dtype,
-                          adaptive_routing=adaptive)
-    engine = Engine.from_pretrained(resolve_model(args.model), config)
+                          adaptive_routing=adaptive, expert_kernel=args.expert_kernel)
+    try:
+        engine = Engine.from_pretrained(resolve_model(args.model), config)
+    except ConfigError as err:  # e.g. --expert-kernel vllm without vllm installed
+        print(f"switchyard generate: {err}", file=sys.stderr)
+        return 2
     texts = prompts
     if args.chat:
         texts = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in prompts]

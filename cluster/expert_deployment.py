@@ -28,12 +28,12 @@ class ExpertGroupServer:
     """Plain class (no Ray): the deployment below only adds registration."""
 
     def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "float32",
-                 device: str = "cpu", torch_threads: int | None = None):
+                 device: str = "cpu", torch_threads: int | None = None, kernel: str = "torch"):
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.device = torch.device(device)
         ckpt = Checkpoint.open(model)
-        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, getattr(torch, dtype))
+        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, getattr(torch, dtype), kernel)
         if self.device.type != "cpu":
             for experts in self.group.layers.values():
                 object.__setattr__(experts, "w13", experts.w13.to(self.device))
@@ -66,8 +66,9 @@ def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
 @serve.deployment
 class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
-                 dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None):
-        super().__init__(model, assignment, dtype, device, torch_threads)
+                 dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
+                 kernel: str = "torch"):
+        super().__init__(model, assignment, dtype, device, torch_threads, kernel)
         # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
         # `global` statement here would write to a copy; set the slot on the real module.
         import switchyard.cluster.expert_deployment as this_module

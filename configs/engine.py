@@ -10,6 +10,10 @@ import torch
 from switchyard.configs.model import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What computes the routed experts: torch (`experts/compute.py`), or vLLM's CPU fused-MoE op (optional,
+# `experts/vllm_kernel.py`).
+ExpertKernel = Literal["torch", "vllm"]
+EXPERT_KERNELS: tuple[ExpertKernel, ...] = ("torch", "vllm")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class EngineConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     num_threads: int | None = None  # torch intra-op threads; None = torch's default
     adaptive_routing: AdaptiveRouting | None = None  # None: every token uses all top_k experts
+    expert_kernel: ExpertKernel = "torch"  # of the experts this process holds
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_model_len", "max_num_batched_tokens"):
@@ -54,6 +59,9 @@ class EngineConfig:
                 raise ConfigError(f"engine field `{name}` must be >= 1, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"engine field `dtype` must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.expert_kernel not in EXPERT_KERNELS:
+            raise ConfigError(f"engine field `expert_kernel` must be one of {EXPERT_KERNELS}, "
+                              f"got {self.expert_kernel!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

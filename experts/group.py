@@ -2,12 +2,17 @@
 
 The single-process engine runs one group that holds every expert; the cluster runs one group per Serve
 deployment, each loading only its own pairs from the checkpoint.
+
+Two kernels compute a group's experts: "torch" (`compute.expert_forward`) and "vllm" (vLLM's CPU fused-MoE op,
+optional, `vllm_kernel`), which prepacks the weights once here at load.
 """
 
 from __future__ import annotations
 
 import torch
 
+from switchyard.configs.engine import EXPERT_KERNELS, ExpertKernel
+from switchyard.experts import vllm_kernel  # imports vllm only when the "vllm" kernel is asked for
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.compute import expert_forward
 from switchyard.experts.layout import LayerExperts, load_layer_experts
@@ -15,8 +20,13 @@ from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 
 class ExpertGroup:
-    def __init__(self, layers: dict[int, LayerExperts], num_experts: int):
+    def __init__(self, layers: dict[int, LayerExperts], num_experts: int, kernel: ExpertKernel = "torch"):
+        if kernel not in EXPERT_KERNELS:
+            raise ValueError(f"expert kernel must be one of {EXPERT_KERNELS}, got {kernel!r}")
+        if kernel == "vllm":  # the packed weights replace the plain ones: the experts are held once
+            layers = {layer: vllm_kernel.prepack(experts) for layer, experts in layers.items()}
         self.layers = layers
+        self.kernel = kernel
         self.num_experts = num_experts
         # Per layer, global expert id -> row in the stacked weights, -1 where this group does not hold it.
         self.local_index: dict[int, torch.Tensor] = {}
@@ -26,15 +36,19 @@ class ExpertGroup:
             self.local_index[layer] = table
 
     @classmethod
-    def load(cls, ckpt: Checkpoint, assignment: dict[int, list[int]], dtype: torch.dtype = torch.float32) -> "ExpertGroup":
+    def load(cls, ckpt: Checkpoint, assignment: dict[int, list[int]], dtype: torch.dtype = torch.float32,
+             kernel: ExpertKernel = "torch") -> "ExpertGroup":
         """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint."""
+        if kernel == "vllm":
+            vllm_kernel.load_ops()  # fail before reading any weights
         layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype) for layer, ids in assignment.items()}
-        return cls(layers, ckpt.config.num_experts)
+        return cls(layers, ckpt.config.num_experts, kernel)
 
     @classmethod
-    def load_all(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> "ExpertGroup":
+    def load_all(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
+                 kernel: ExpertKernel = "torch") -> "ExpertGroup":
         every = list(range(ckpt.config.num_experts))
-        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype)
+        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype, kernel)
 
     def held(self) -> dict[int, tuple[int, ...]]:
         return {layer: experts.expert_ids for layer, experts in self.layers.items()}
@@ -45,5 +59,8 @@ class ExpertGroup:
             raise KeyError(f"this expert group holds no experts of layer {request.layer}")
         local = self.local_index[request.layer][request.expert_ids]  # [T, k]; -1 indexes the sentinel
         hidden = request.hidden.to(experts.w13.dtype)
-        out = expert_forward(hidden, local, request.weights, experts.w13, experts.w2)
+        if self.kernel == "vllm":
+            out = vllm_kernel.fused_moe(hidden, local, request.weights, experts)
+        else:
+            out = expert_forward(hidden, local, request.weights, experts.w13, experts.w2)
         return ExpertResponse(request.layer, out.to(request.hidden.dtype))

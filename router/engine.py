@@ -72,9 +72,9 @@ class Engine:
     def from_checkpoint(cls, ckpt: Checkpoint, config: EngineConfig, experts: ExpertBackend | None = None) -> "Engine":
         """The dense model and tokenizer from `ckpt`; the routed experts from `experts`, or all of them in this
         process when none is given."""
+        if experts is None:  # first: a missing optional kernel fails before the dense weights are read
+            experts = LocalExperts(ExpertGroup.load_all(ckpt, config.torch_dtype, config.expert_kernel))
         model = DenseModel.load(ckpt, config.torch_dtype, max_positions=config.max_model_len)
-        if experts is None:
-            experts = LocalExperts(ExpertGroup.load_all(ckpt, config.torch_dtype))
         return cls(model, experts, Tokenizer.from_dir_if_present(ckpt.path), config)
 
     # -- requests -----------------------------------------------------------------------------------------

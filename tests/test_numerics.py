@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from switchyard.cluster.bench.engine import transformers_generate
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.batch import StepBatch
 from switchyard.router.engine import Engine
@@ -31,6 +32,12 @@ def reference_logits(model, prompts):
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
     return torch.cat([logits[i, :len(p)] for i, p in enumerate(prompts)])
+
+
+def transformers_greedy(reference, prompts, new_tokens: int) -> list[list[int]]:
+    """`generate` on a left-padded batch, pure argmax for every step (no EOS), as `ignore_eos` on our side."""
+    reference.generation_config.eos_token_id = None
+    return transformers_generate(reference, prompts, new_tokens)
 
 
 @pytest.mark.parametrize("layout", ["per_expert", "fused"])
@@ -82,19 +89,7 @@ def test_greedy_generation_matches_transformers_generate(family, checkpoints):
     engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=128))
     prompts = random_prompts(3, (5, 17, 9, 2, 12))
     new_tokens = 40
-
-    width = max(map(len, prompts))
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)  # left padding, as generate expects
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    reference.generation_config.eos_token_id = None  # pure argmax for every step, as with ignore_eos below
-    with torch.no_grad():
-        generated = reference.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                       do_sample=False, pad_token_id=0)
-    expected = generated[:, width:].tolist()
-
+    expected = transformers_greedy(reference, prompts, new_tokens)
     outputs = engine.generate(prompts, SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True))
     for out, want in zip(outputs, expected):
         assert list(out.token_ids) == want

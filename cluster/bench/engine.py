@@ -1,4 +1,5 @@
-"""Single-process engine against transformers' `generate`, same checkpoint, same prompts, one run."""
+"""Single-process engine against transformers' `generate`, same checkpoint, same prompts, one run; the engine
+once per expert kernel (torch, vllm)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ from switchyard.router.sampling import SamplingParams
 
 
 @dataclass
+class Throughput:
+    decode_tok_s: float  # batch * (N - 1) / (T(N) - T(1))
+    end_to_end_tok_s: float  # batch * N / T(N), prefill included
+
+
+@dataclass
 class EngineBenchRow:
     batch: int
-    transformers_tok_s: float  # decode: batch * (N - 1) / (T(N) - T(1))
-    switchyard_tok_s: float
-    transformers_end_to_end_tok_s: float  # batch * N / T(N), prefill included
-    switchyard_end_to_end_tok_s: float
-    tokens_match: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.switchyard_tok_s / self.transformers_tok_s
+    transformers: Throughput
+    switchyard: dict[str, Throughput]  # by expert kernel
+    tokens_match: dict[str, bool]  # by expert kernel: the same greedy tokens as transformers
 
 
 def random_prompts(batch: int, prompt_len: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -48,18 +49,21 @@ def transformers_generate(model, prompts: list[list[int]], new_tokens: int) -> l
     return out[:, width:].tolist()
 
 
-def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, log=print) -> list[EngineBenchRow]:
+def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, kernels: list[str] = ("torch",),
+        log=print) -> list[EngineBenchRow]:
     from transformers import AutoModelForCausalLM
 
     reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     reference.generation_config.eos_token_id = None  # both sides generate exactly new_tokens
-    engine = Engine.from_pretrained(model_path, EngineConfig(max_num_seqs=max(batches),
-                                                             max_model_len=prompt_len * 2 + new_tokens + 8))
+    engines = {kernel: Engine.from_pretrained(model_path, EngineConfig(
+        max_num_seqs=max(batches), max_model_len=prompt_len * 2 + new_tokens + 8, expert_kernel=kernel))
+        for kernel in kernels}
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-    vocab = engine.model.config.vocab_size
+    vocab = reference.config.vocab_size
     warm = random_prompts(2, 8, vocab, seed=99)
     transformers_generate(reference, warm, 4)
-    engine.generate(warm, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+    for engine in engines.values():
+        engine.generate(warm, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
 
     def timed(fn):
         start = time.perf_counter()
@@ -73,16 +77,41 @@ def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, 
         log(f"batch {batch}: transformers generate ...")
         _, hf_prefill = timed(lambda: transformers_generate(reference, prompts, 1))
         expected, hf_total = timed(lambda: transformers_generate(reference, prompts, new_tokens))
-        log(f"batch {batch}: switchyard ...")
-        _, ours_prefill = timed(lambda: engine.generate(prompts, one))
-        outputs, ours_total = timed(lambda: engine.generate(prompts, params))
-        match = [list(o.token_ids) for o in outputs] == expected
         decode_tokens = batch * (new_tokens - 1)
-        rows.append(EngineBenchRow(batch, decode_tokens / (hf_total - hf_prefill),
-                                   decode_tokens / (ours_total - ours_prefill), batch * new_tokens / hf_total,
-                                   batch * new_tokens / ours_total, match))
+
+        def throughput(prefill_s: float, total_s: float) -> Throughput:
+            return Throughput(decode_tokens / (total_s - prefill_s), batch * new_tokens / total_s)
+
+        row = EngineBenchRow(batch, throughput(hf_prefill, hf_total), {}, {})
+        for kernel, engine in engines.items():
+            log(f"batch {batch}: switchyard, {kernel} expert kernel ...")
+            _, ours_prefill = timed(lambda: engine.generate(prompts, one))
+            outputs, ours_total = timed(lambda: engine.generate(prompts, params))
+            row.switchyard[kernel] = throughput(ours_prefill, ours_total)
+            row.tokens_match[kernel] = [list(o.token_ids) for o in outputs] == expected
+        rows.append(row)
     return rows
 
 
 def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def table(rows: list[EngineBenchRow], kernels: list[str]) -> tuple[list[str], list[list]]:
+    """Headers and rows: decode tok/s of transformers and of each kernel, each kernel's ratio to transformers
+    (and vllm's to torch when both ran), end-to-end ratios, and whether every kernel gave transformers' tokens."""
+    headers = ["batch", "transformers tok/s"] + [f"{k} tok/s" for k in kernels] + [f"{k}/transformers" for k in kernels]
+    both = "torch" in kernels and "vllm" in kernels
+    headers += ["vllm/torch"] * both + [f"{k}/transformers end-to-end" for k in kernels] + ["same tokens"]
+    out = []
+    for r in rows:
+        ours = [r.switchyard[k] for k in kernels]
+        line = [r.batch, r.transformers.decode_tok_s] + [t.decode_tok_s for t in ours]
+        line += [f"{t.decode_tok_s / r.transformers.decode_tok_s:.2f}x" for t in ours]
+        if both:
+            line.append(f"{r.switchyard['vllm'].decode_tok_s / r.switchyard['torch'].decode_tok_s:.2f}x")
+        line += [f"{t.end_to_end_tok_s / r.transformers.end_to_end_tok_s:.2f}x" for t in ours]
+        line.append("yes" if all(r.tokens_match.values()) else
+                    "NO: " + ", ".join(k for k, same in r.tokens_match.items() if not same))
+        out.append(line)
+    return headers, out

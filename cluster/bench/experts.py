@@ -1,4 +1,5 @@
-"""The two expert-compute schedules on the same inputs: where does padding stop paying?"""
+"""The expert kernels on the same inputs: torch's two schedules (where does padding stop paying?) and, where
+installed, vLLM's CPU fused-MoE op."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import torch
 
 from switchyard.experts.compute import expert_forward
+from switchyard.experts.layout import LayerExperts
 
 
 def _time(fn, repeats: int = 20) -> float:
@@ -17,15 +19,31 @@ def _time(fn, repeats: int = 20) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def run(hidden: int = 384, inter: int = 192, num_experts: int = 32, top_k: int = 4) -> list[list]:
+def run(kernels: list[str] = ("torch",), hidden: int = 384, inter: int = 192, num_experts: int = 32,
+        top_k: int = 4) -> tuple[list[str], list[list]]:
+    """Headers and rows of milliseconds per call; the defaults are the `moe-32x4` bench model's layer."""
     w13 = torch.randn(num_experts, 2 * inter, hidden) * 0.05
     w2 = torch.randn(num_experts, hidden, inter) * 0.05
+    headers = ["tokens", "experts", "top-k"]
+    if "torch" in kernels:
+        headers += ["padded ms", "segmented ms", "padded/segmented"]
+    if "vllm" in kernels:
+        from switchyard.experts import vllm_kernel
+
+        packed = vllm_kernel.prepack(LayerExperts(0, tuple(range(num_experts)), w13, w2))
+        headers += ["vllm ms"] + ["best torch/vllm"] * ("torch" in kernels)
     rows = []
     for tokens in (1, 8, 32, 128, 512):
         x = torch.randn(tokens, hidden)
         ids = torch.stack([torch.randperm(num_experts)[:top_k] for _ in range(tokens)])
         weights = torch.rand(tokens, top_k)
-        padded, segmented = (_time(lambda: expert_forward(x, ids, weights, w13, w2, schedule=s))
-                             for s in ("padded", "segmented"))
-        rows.append([tokens, num_experts, top_k, padded, segmented, f"{padded / segmented:.2f}"])
-    return rows
+        row = [tokens, num_experts, top_k]
+        if "torch" in kernels:
+            padded, segmented = (_time(lambda: expert_forward(x, ids, weights, w13, w2, schedule=s))
+                                 for s in ("padded", "segmented"))
+            row += [padded, segmented, f"{padded / segmented:.2f}"]
+        if "vllm" in kernels:
+            fused = _time(lambda: vllm_kernel.fused_moe(x, ids, weights, packed))
+            row += [fused] + [f"{min(padded, segmented) / fused:.2f}x"] * ("torch" in kernels)
+        rows.append(row)
+    return headers, rows
