@@ -26,7 +26,7 @@ class EngineBenchRow:
     batch: int
     transformers: Throughput
     switchyard: dict[str, Throughput]  # by expert kernel
-    tokens_match: dict[str, bool]  # by expert kernel: the same greedy tokens as transformers
+    identical: dict[str, int]  # by expert kernel: sequences whose greedy tokens equal transformers' exactly
 
 
 def random_prompts(batch: int, prompt_len: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -50,13 +50,15 @@ def transformers_generate(model, prompts: list[list[int]], new_tokens: int) -> l
 
 
 def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, kernels: list[str] = ("torch",),
-        log=print) -> list[EngineBenchRow]:
+        log=print, dtype: str = "float32") -> list[EngineBenchRow]:
+    """Both sides compute in `dtype`. In float32 the greedy tokens must match; in lower precision, rounding
+    differs between implementations and sequences drift apart after a while, so the table counts them."""
     from transformers import AutoModelForCausalLM
 
-    reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
     reference.generation_config.eos_token_id = None  # both sides generate exactly new_tokens
     engines = {kernel: Engine.from_pretrained(model_path, EngineConfig(
-        max_num_seqs=max(batches), max_model_len=prompt_len * 2 + new_tokens + 8, expert_kernel=kernel))
+        max_num_seqs=max(batches), max_model_len=prompt_len * 2 + new_tokens + 8, expert_kernel=kernel, dtype=dtype))
         for kernel in kernels}
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
     vocab = reference.config.vocab_size
@@ -88,7 +90,7 @@ def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, 
             _, ours_prefill = timed(lambda: engine.generate(prompts, one))
             outputs, ours_total = timed(lambda: engine.generate(prompts, params))
             row.switchyard[kernel] = throughput(ours_prefill, ours_total)
-            row.tokens_match[kernel] = [list(o.token_ids) for o in outputs] == expected
+            row.identical[kernel] = sum(list(o.token_ids) == e for o, e in zip(outputs, expected))
         rows.append(row)
     return rows
 
@@ -99,10 +101,11 @@ def log_to_stderr(message: str) -> None:
 
 def table(rows: list[EngineBenchRow], kernels: list[str]) -> tuple[list[str], list[list]]:
     """Headers and rows: decode tok/s of transformers and of each kernel, each kernel's ratio to transformers
-    (and vllm's to torch when both ran), end-to-end ratios, and whether every kernel gave transformers' tokens."""
+    (and vllm's to torch when both ran), end-to-end ratios, and how many sequences had transformers' tokens."""
     headers = ["batch", "transformers tok/s"] + [f"{k} tok/s" for k in kernels] + [f"{k}/transformers" for k in kernels]
     both = "torch" in kernels and "vllm" in kernels
-    headers += ["vllm/torch"] * both + [f"{k}/transformers end-to-end" for k in kernels] + ["same tokens"]
+    headers += ["vllm/torch"] * both + [f"{k}/transformers end-to-end" for k in kernels]
+    headers += [f"{k}: same tokens" for k in kernels]
     out = []
     for r in rows:
         ours = [r.switchyard[k] for k in kernels]
@@ -111,7 +114,6 @@ def table(rows: list[EngineBenchRow], kernels: list[str]) -> tuple[list[str], li
         if both:
             line.append(f"{r.switchyard['vllm'].decode_tok_s / r.switchyard['torch'].decode_tok_s:.2f}x")
         line += [f"{t.end_to_end_tok_s / r.transformers.end_to_end_tok_s:.2f}x" for t in ours]
-        line.append("yes" if all(r.tokens_match.values()) else
-                    "NO: " + ", ".join(k for k, same in r.tokens_match.items() if not same))
+        line += [f"{r.identical[k]}/{r.batch}" for k in kernels]
         out.append(line)
     return headers, out
