@@ -2,7 +2,8 @@
 
     switchyard affinity fit TRACES... -o matrix.npz [--rows EXPR]
     switchyard affinity plot --matrix matrix.npz --layer L [--placement P] -o out.png
-    switchyard affinity predict --traces FILE [--fit EXPR] [--eval EXPR] [--distance D] [--json]
+    switchyard affinity predict --traces FILE [--fit EXPR] [--eval EXPR] [--distance D] [--placement FILE | --groups G]
+                               [--batch-tokens N] [--json]
     switchyard place --traces FILE --groups G [--replicas R] [--fit EXPR] [--eval EXPR] [--json] [-o P]
 
 `register(subparsers)` adds them to a parent parser; every subcommand sets `func(args) -> exit code`.
@@ -20,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from switchyard.router.affinity.affinity_placement import affinity_placement
+from switchyard.router.affinity.load_forecast import load_forecast_error
 from switchyard.router.affinity.matrix import AffinityMatrix, fit_affinity
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement
@@ -151,9 +153,15 @@ def run_predict(args: argparse.Namespace) -> int:
     fit = split.fit.aligned()
     predictor = fit_predictor(fit, args.distance, args.history)
     neighbours = fit_neighbours(fit, args.neighbours)
-    report = prediction_recall(matrix, predictor, neighbours, split.evaluate.aligned(), args.distance)
+    evaluate = split.evaluate.aligned()
+    report = prediction_recall(matrix, predictor, neighbours, evaluate, args.distance)
+    placement = _forecast_placement(args, matrix)
+    load = load_forecast_error(matrix, predictor, neighbours, evaluate, placement, args.batch_tokens, args.distance)
     if args.json:
-        print(json.dumps({key: np.asarray(value).tolist() for key, value in asdict(report).items()}, indent=1))
+        doc = {key: np.asarray(value).tolist() for key, value in asdict(report).items()}
+        doc["load_forecast"] = {key: np.asarray(value).tolist() for key, value in asdict(load).items()}
+        doc["load_forecast"]["placement"] = placement.strategy
+        print(json.dumps(doc, indent=1))
         return 0
     print(f"recall@{matrix.top_k} of the experts d MoE layers ahead (held-out rows: {split.evaluate.num_rows}); "
           f"fitted = ridge, ensemble = neighbours + ridge")
@@ -161,7 +169,22 @@ def run_predict(args: argparse.Namespace) -> int:
     print("distance  " + "  ".join(f"{name:>10}" for name in columns))
     for i, d in enumerate(report.distances):
         print(f"{d:8d}  " + "  ".join(f"{getattr(report, name)[i]:10.3f}" for name in columns))
+    print(f"\nper-group load forecast d layers ahead, batches of {args.batch_tokens} tokens, "
+          f"{placement.num_groups} groups ({placement.strategy}): sum|forecast - actual| / sum actual (lower is better)")
+    columns = ("popularity", "transition", "ensemble")
+    print("distance  " + "  ".join(f"{name:>10}" for name in columns))
+    for i, d in enumerate(load.distances):
+        print(f"{d:8d}  " + "  ".join(f"{getattr(load, name)[i]:10.3f}" for name in columns))
     return 0
+
+
+def _forecast_placement(args: argparse.Namespace, matrix: AffinityMatrix) -> Placement:
+    """The placement whose group loads are forecast: a file, or an affinity placement fitted on the same rows
+    (by default with the most groups of 8, 4, 2, 1 that divide the experts)."""
+    if args.placement:
+        return Placement.load(args.placement)
+    groups = args.groups or next(g for g in (8, 4, 2, 1) if matrix.num_experts % g == 0)
+    return affinity_placement(matrix, groups)
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +217,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--distance", type=int, default=3, help="predict up to this many MoE layers ahead")
     predict.add_argument("--history", type=int, default=2, help="routed layers the fitted predictor looks back on")
     predict.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="fit tokens the neighbour predictor asks")
+    predict.add_argument("--placement", help="placement JSON whose group loads to forecast (default: affinity, fitted)")
+    predict.add_argument("--groups", type=int, help="groups of the fitted affinity placement (default: 8 if it divides)")
+    predict.add_argument("--batch-tokens", type=int, default=32, help="tokens per forecast batch")
     predict.set_defaults(func=run_predict)
 
     place = subparsers.add_parser("place", help="compare placement strategies on held-out traces, write one")

@@ -51,10 +51,17 @@ def test_fit_plot_and_predict(traces, tmp_path, capsys):
     assert main(["affinity", "predict", "--traces", str(traces), "--distance", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [len(report[name]) for name in ("popularity", "transition", "fitted", "neighbours", "ensemble")] == [2] * 5
+    assert len(report["load_forecast"]["ensemble"]) == 2
     assert main(["affinity", "predict", "--traces", str(traces), "--distance", "2", "--neighbours", "5"]) == 0
-    header, first = capsys.readouterr().out.splitlines()[1:3]
+    lines = capsys.readouterr().out.splitlines()
+    header, first = lines[1:3]
     assert header.split() == ["distance", "popularity", "transition", "fitted", "neighbours", "ensemble"]
     assert first.split()[0] == "1" and len(first.split()) == 6
+    assert "8 groups (affinity)" in lines[5] and lines[6].split() == ["distance", "popularity", "transition", "ensemble"]
+    assert main(["affinity", "predict", "--traces", str(traces), "--distance", "1", "--groups", "4",
+                 "--batch-tokens", "16", "--json"]) == 0
+    forecast = json.loads(capsys.readouterr().out)["load_forecast"]
+    assert forecast["batch_tokens"] == 16 and forecast["placement"] == "affinity" and len(forecast["ensemble"]) == 1
 
 
 def test_bad_input_is_a_clean_error(traces, capsys):
