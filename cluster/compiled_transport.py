@@ -147,14 +147,15 @@ class CompiledGraphTransport:
         return None if self._graph is None or self._graph.broken else self._graph
 
     def replica_counts(self) -> list[int]:
-        """Live replicas per group: the graph's, or before the first layer (no graph yet) the registry's."""
-        with self._lock:
-            if self._graph is not None and not self._graph.broken:
-                groups = [s.group for s in self._graph.slots]
-            else:
-                _, snapshot = ray.get(self.registry.snapshot.remote())
-                groups = [g for g, name in enumerate(self.group_names)
-                          for rid in snapshot.get(name, {}) if rid not in self._dead]
+        """Live replicas per group: the graph's, or before the first layer (no graph yet) the registry's.
+        Lock-free (one read of the graph reference), so /metrics never waits behind a layer in flight."""
+        graph = self._graph
+        if graph is not None and not graph.broken:
+            groups = [s.group for s in graph.slots]
+        else:
+            _, snapshot = ray.get(self.registry.snapshot.remote())
+            dead = set(self._dead)  # a copy: another thread may add to it
+            groups = [g for g, name in enumerate(self.group_names) for rid in snapshot.get(name, {}) if rid not in dead]
         return [groups.count(g) for g in range(len(self.group_names))]
 
     def close(self) -> None:
