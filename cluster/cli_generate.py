@@ -23,6 +23,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI's, in [-2, 2]")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI's, in [-2, 2]; e.g. 0.5 against loops")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
@@ -41,7 +43,8 @@ def run(args) -> int:
         return 2
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                                top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
+                                top_k=args.top_k, seed=args.seed, stop=tuple(args.stop),
+                                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
     except InvalidParameter as err:
         print(f"switchyard generate: --{err.param.replace('_', '-')}: {err}", file=sys.stderr)
         return 2

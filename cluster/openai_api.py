@@ -62,6 +62,8 @@ class _Common(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     top_k: int = 0  # not OpenAI's, but vLLM's; accepted the same way
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 class CompletionRequest(_Common):
@@ -174,7 +176,8 @@ def _sampling_params(body: _Common, max_tokens: int) -> SamplingParams:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     try:
         return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              top_k=body.top_k, seed=body.seed, stop=stop)
+                              top_k=body.top_k, seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
+                              frequency_penalty=body.frequency_penalty)
     except InvalidParameter as err:
         raise ApiError(400, str(err), err.param) from err
 

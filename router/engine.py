@@ -128,7 +128,8 @@ class Engine:
         with torch.inference_mode():
             logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
                                   micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
-            next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs]).tolist()
+            next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs],
+                              [s.output_ids for s in seqs]).tolist()
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),
                                    time.perf_counter() - start)

@@ -1,4 +1,5 @@
-"""Sampling parameters (validated) and the sampler: greedy, temperature, top-k, top-p, per-request seed."""
+"""Sampling parameters (validated) and the sampler: greedy, temperature, top-k, top-p, per-request seed, and
+OpenAI's presence and frequency penalties."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = field(default=())
+    presence_penalty: float = 0.0  # subtracted once from the logit of every token already generated
+    frequency_penalty: float = 0.0  # subtracted per time a token was already generated
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -35,6 +38,9 @@ class SamplingParams:
             raise InvalidParameter("top_p", f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise InvalidParameter("top_k", f"top_k must be >= 0, got {self.top_k}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise InvalidParameter(name, f"{name} must be in [-2, 2], got {getattr(self, name)}")
         if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameter("stop", "stop must be up to 4 non-empty strings")
 
@@ -42,9 +48,32 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def penalised(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]) -> torch.Tensor:
-    """logits [B, V] float32 → next token ids [B]. Greedy rows take the argmax, in one op for all of them."""
+
+def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs: list[list[int]]) -> torch.Tensor:
+    """OpenAI's penalties on the tokens each sequence has generated so far (not its prompt, as in OpenAI and
+    vLLM): logit -= frequency_penalty * count + presence_penalty * (count > 0). Rows without them are untouched,
+    and a batch without any is returned as is (no copy)."""
+    rows = [row for row, p in enumerate(params) if p.penalised and outputs[row]]
+    if not rows:
+        return logits
+    logits = logits.clone()
+    for row in rows:
+        p = params[row]
+        counts = torch.bincount(torch.tensor(outputs[row]), minlength=logits.shape[1])[: logits.shape[1]]
+        logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    return logits
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
+           outputs: list[list[int]] | None = None) -> torch.Tensor:
+    """logits [B, V] float32 → next token ids [B]. Greedy rows take the argmax, in one op for all of them.
+    `outputs`: each row's generated token ids, for the penalties."""
+    if outputs is not None:
+        logits = apply_penalties(logits, params, outputs)
     next_ids = logits.argmax(dim=-1)
     for row, (p, gen) in enumerate(zip(params, generators)):
         if p.greedy:

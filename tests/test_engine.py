@@ -1,6 +1,7 @@
 """Engine behaviour: sampling, stopping, continuous batching, bad input."""
 
 import pytest
+import torch
 
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.engine import Engine
@@ -100,7 +101,8 @@ def test_bad_prompts_are_refused(engine, prompt, match):
 
 @pytest.mark.parametrize("kwargs,param", [
     ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
-    ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop")])
+    ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop"), ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3}, "frequency_penalty")])
 def test_bad_sampling_parameters_name_the_parameter(kwargs, param):
     with pytest.raises(InvalidParameter) as err:
         SamplingParams(**kwargs)
@@ -113,3 +115,22 @@ def test_tokenizer_and_chat_template(checkpoints):
     assert tok.decode(tok.encode(text)) == text
     rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}])
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_penalties_push_repeated_tokens_down():
+    from switchyard.router.sampling import sample
+
+    logits = torch.tensor([[5.0, 4.5, 1.0], [5.0, 4.5, 1.0], [5.0, 4.5, 1.0], [5.0, 4.5, 1.0]])
+    params = [GREEDY, SamplingParams(temperature=0.0, frequency_penalty=0.3),
+              SamplingParams(temperature=0.0, frequency_penalty=0.3), SamplingParams(temperature=0.0, presence_penalty=0.6)]
+    outputs = [[0, 0], [0], [0, 0], [0, 0, 0]]
+    # no penalty keeps token 0; frequency 0.3 x 1 leaves 4.7 > 4.5; x 2 gives 4.4 < 4.5; presence counts once: 4.4
+    assert sample(logits, params, [None] * 4, outputs).tolist() == [0, 0, 1, 1]
+    assert logits[0, 0] == 5.0  # the caller's logits are not changed
+
+
+def test_frequency_penalty_changes_greedy_output_through_the_engine(engine):
+    plain = engine.generate(["yard"], SamplingParams(max_tokens=24, temperature=0.0))[0].token_ids
+    penalised = engine.generate(["yard"], SamplingParams(max_tokens=24, temperature=0.0, frequency_penalty=2.0))[0]
+    counts = torch.bincount(torch.tensor(list(penalised.token_ids)))
+    assert list(penalised.token_ids) != list(plain) and counts.max() <= torch.bincount(torch.tensor(list(plain))).max()

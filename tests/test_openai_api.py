@@ -109,6 +109,8 @@ BAD = [
                                         "top_p": 0}, 400, "top_p"),
     ("max_tokens", "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ("n", "/v1/completions", {"model": MODEL, "prompt": "x", "n": 2}, 400, "n"),
+    ("frequency_penalty", "/v1/completions", {"model": MODEL, "prompt": "x", "frequency_penalty": 2.5}, 400,
+     "frequency_penalty"),
     ("no messages", "/v1/chat/completions", {"model": MODEL}, 400, "messages"),
     ("bad role", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 400,
      "messages.0.role"),
