@@ -179,14 +179,14 @@ class CompiledGraphTransport:
                     inputs, pending.used = graph.split(pending.requests)
                     try:
                         pending.refs = graph.dag.execute(*inputs)
+                        pending.graph = graph
+                        graph.in_flight += 1
+                        return
                     except Exception as err:  # Ray tore the graph down: one of its replicas died
                         log.warning("compiled graph closed (%s); rebuilding over the live replicas", err)
                         graph.broken = True
                         self._drop_dead(graph)
-                        continue
-                    pending.graph = graph
-                    graph.in_flight += 1
-                    return
+            # no graph (a group has no live replica yet) or it just broke: wait a little, up to the deadline
             if time.monotonic() > pending.deadline:
                 missing = [self.group_names[g] for g in pending.requests]
                 raise ExpertGroupUnavailable(f"expert groups {missing}: no live replica")
