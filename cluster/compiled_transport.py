@@ -28,7 +28,7 @@ from ray.dag import InputNode, MultiOutputNode
 from ray.exceptions import RayActorError, RayTaskError
 
 from switchyard.cluster.expert_deployment import call_group
-from switchyard.cluster.registry import get_registry
+from switchyard.cluster.registry import LiveReplicas
 from switchyard.cluster.transport import ExpertGroupUnavailable
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
@@ -107,30 +107,15 @@ class CompiledGraphTransport:
         self.group_names = group_names
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
-        self.registry = get_registry(app_name)
+        self.live = LiveReplicas(app_name, group_names, refresh_s)
         self._lock = threading.RLock()
         self._graph: _Graph | None = None
         self._graph_version = -1  # registry version the graph was built from
-        self._latest_version = -1
-        self._dead: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, args=(refresh_s,), daemon=True,
-                                        name="switchyard-graph-follower")
-        self._thread.start()
 
     # -- the replica set ----------------------------------------------------------------------------------
-    def _follow(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                self._latest_version = ray.get(self.registry.version.remote(), timeout=5)
-            except Exception:  # the registry is briefly unreachable; keep the graph we have
-                pass
-
     def _build(self) -> _Graph | None:
-        version, snapshot = ray.get(self.registry.snapshot.remote())
-        slots = [_Slot(g, rid, actor) for g, name in enumerate(self.group_names)
-                 for rid, actor in snapshot.get(name, {}).items() if rid not in self._dead]
-        self._graph_version = self._latest_version = version
+        self._graph_version, snapshot = self.live.snapshot()
+        slots = [_Slot(g, rid, actor) for g, replicas in enumerate(snapshot) for rid, actor in replicas.items()]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
         return _Graph(slots, self.max_in_flight, self.timeout_s)
@@ -140,7 +125,8 @@ class CompiledGraphTransport:
         when the replica set changed once nothing is in flight on it (micro-batches keep executions in flight
         through a whole step, so that is between steps)."""
         graph = self._graph
-        if graph is None or graph.broken or (self._latest_version != self._graph_version and graph.in_flight == 0):
+        stale = self.live.latest_version != self._graph_version
+        if graph is None or graph.broken or (stale and graph.in_flight == 0):
             if self._graph is not None:
                 self._graph.teardown()
             self._graph = self._build()
@@ -153,13 +139,11 @@ class CompiledGraphTransport:
         if graph is not None and not graph.broken:
             groups = [s.group for s in graph.slots]
         else:
-            _, snapshot = ray.get(self.registry.snapshot.remote())
-            dead = set(self._dead)  # a copy: another thread may add to it
-            groups = [g for g, name in enumerate(self.group_names) for rid in snapshot.get(name, {}) if rid not in dead]
+            groups = [g for g, replicas in enumerate(self.live.snapshot()[1]) for _ in replicas]
         return [groups.count(g) for g in range(len(self.group_names))]
 
     def close(self) -> None:
-        self._stop.set()
+        self.live.close()
         with self._lock:
             if self._graph is not None:
                 self._graph.teardown()
@@ -239,6 +223,4 @@ class CompiledGraphTransport:
             try:
                 ray.get(probe, timeout=5)
             except (RayActorError, ray.exceptions.GetTimeoutError):
-                with self._lock:
-                    self._dead.add(slot.replica_id)
-                self.registry.unregister.remote(self.group_names[slot.group], slot.replica_id)
+                self.live.mark_dead(slot.group, slot.replica_id)

@@ -102,5 +102,5 @@ class RouterDeployment:
     def __del__(self):
         if hasattr(self, "engine"):  # __init__ may have failed
             self.engine.shutdown()
-        if hasattr(self, "transport") and hasattr(self.transport, "close"):
+        if hasattr(self, "transport"):
             self.transport.close()

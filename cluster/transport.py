@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from switchyard.cluster.expert_deployment import call_group
-from switchyard.cluster.registry import get_registry
+from switchyard.cluster.registry import LiveReplicas
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 
@@ -41,6 +41,9 @@ class ExpertTransport(Protocol):
 
     def receive(self, pending: object) -> dict[int, ExpertResponse]:
         """Wait for what `send` started; raises ExpertGroupUnavailable past the deadline."""
+
+    def close(self) -> None:
+        """Stop background work (a registry follower, a compiled graph)."""
 
 
 class _OneCallPerGroup:
@@ -67,6 +70,9 @@ class HandleTransport(_OneCallPerGroup):
     def __init__(self, handles: list, timeout_s: float = 30.0):
         self.handles = handles
         self.timeout_s = timeout_s
+
+    def close(self) -> None:  # Serve owns the handles
+        pass
 
     def _send_one(self, group: int, request: ExpertRequest) -> _Call:
         call = _Call(group, request, time.monotonic() + self.timeout_s)
@@ -111,44 +117,29 @@ class ActorTransport(_OneCallPerGroup):
     def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0):
         self.group_names = group_names
         self.timeout_s = timeout_s
-        self.registry = get_registry(app_name)
+        self.live = LiveReplicas(app_name, group_names, refresh_s)
         self._groups = [_GroupReplicas() for _ in group_names]
         self._lock = threading.Lock()
-        self._version = -1
-        self._dead: set[str] = set()  # replicas a call found dead, kept out even if a snapshot still lists them
-        self._stop = threading.Event()
+        self._version = -1  # registry version of the replica lists below
         self.refresh()
-        self._thread = threading.Thread(target=self._follow, args=(refresh_s,), daemon=True,
-                                        name="switchyard-replica-follower")
-        self._thread.start()
 
     # -- the replica set ----------------------------------------------------------------------------------
     def refresh(self) -> None:
-        version, snapshot = ray.get(self.registry.snapshot.remote())
+        version, snapshot = self.live.snapshot()
         with self._lock:
             if version == self._version:
                 return
             self._version = version
-            for index, name in enumerate(self.group_names):
-                known = {r.replica_id: r for r in self._groups[index].replicas}
-                self._groups[index].replicas = [known.get(rid) or _Replica(rid, actor)
-                                                for rid, actor in snapshot.get(name, {}).items()
-                                                if rid not in self._dead]
-
-    def _follow(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                if ray.get(self.registry.version.remote(), timeout=5) != self._version:
-                    self.refresh()
-            except Exception:  # the registry is briefly unreachable; keep the set we have
-                pass
+            for group, replicas in zip(self._groups, snapshot):
+                known = {r.replica_id: r for r in group.replicas}
+                group.replicas = [known.get(rid) or _Replica(rid, actor) for rid, actor in replicas.items()]
 
     def replica_counts(self) -> list[int]:
         with self._lock:
             return [len(g.replicas) for g in self._groups]
 
     def close(self) -> None:
-        self._stop.set()
+        self.live.close()
 
     # -- calls --------------------------------------------------------------------------------------------
     def _send_one(self, group: int, request: ExpertRequest) -> _Call:
@@ -157,6 +148,8 @@ class ActorTransport(_OneCallPerGroup):
         return call
 
     def _dispatch(self, call: _Call) -> None:
+        if self.live.latest_version != self._version:  # autoscaling changed the set (seen by the follower)
+            self.refresh()
         while True:
             with self._lock:
                 replicas = self._groups[call.group].replicas
@@ -179,13 +172,9 @@ class ActorTransport(_OneCallPerGroup):
             for r in group.replicas:
                 if r.replica_id == call.replica:
                     r.in_flight -= 1
-            if dead and call.replica not in self._dead:
-                self._dead.add(call.replica)
+            if dead and self.live.mark_dead(call.group, call.replica):
                 group.replicas = [r for r in group.replicas if r.replica_id != call.replica]
                 self._version = -1  # take the registry's view again on the next refresh
-                # A killed replica never leaves the registry itself; tell it, so that replica counts (and cost)
-                # and other routers see only live replicas.
-                self.registry.unregister.remote(self.group_names[call.group], call.replica)
 
     def _receive_one(self, call: _Call) -> ExpertResponse:
         while True:
