@@ -19,9 +19,9 @@ import numpy as np
 
 from switchyard.router.affinity.aligned import AlignedRouting, multi_hot
 from switchyard.router.affinity.matrix import AffinityMatrix
-from switchyard.router.affinity.neighbours import ENSEMBLE_WEIGHT, NeighbourPredictor, ensemble_scores
+from switchyard.router.affinity.neighbours import ENSEMBLE_WEIGHT, NeighbourPredictor
 from switchyard.router.affinity.placement import Placement
-from switchyard.router.affinity.prediction import ExpertPredictor, forecast_group_load, transition_scores
+from switchyard.router.affinity.prediction import ExpertPredictor, forecast_group_load, predicted_scores
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,15 @@ def load_forecast_error(
     rows = []
     for d in range(1, max_distance + 1):
         per_layer = []
-        for l in range(routing.num_layers - d):
-            layer, target = int(routing.layers[l]), int(routing.layers[l + d])
-            history = routing.expert_ids[: l + 1]
-            popular = np.tile(matrix.popularity[matrix.layer_index(layer) + d], (t, 1))
-            ensemble = ensemble_scores(neighbours.scores(history, layer, d),
-                                       predictor.scores(history, routing.gate_weights[: l + 1], layer, d),
-                                       ensemble_weight)
-            sources = [as_expected_picks(s, k) for s in
-                       (popular, transition_scores(matrix, routing.expert_ids[l], layer, d), ensemble)]
+        for l, scores in predicted_scores(matrix, predictor, neighbours, routing, d, ensemble_weight):
+            target = int(routing.layers[l + d])
+            sources = [as_expected_picks(scores[name], k) for name in ("popularity", "transition", "ensemble")]
             actual = multi_hot(routing.expert_ids[l + d], routing.num_experts)  # [T, E]
-            errors = [[relative_load_error(forecast_group_load(source[b].sum(0), placement, target),
-                                           forecast_group_load(actual[b].sum(0), placement, target))
-                       for source in sources] for b in batches]
+            errors = []
+            for b in batches:
+                actual_load = forecast_group_load(actual[b].sum(0), placement, target)  # [G]
+                errors.append([relative_load_error(forecast_group_load(source[b].sum(0), placement, target), actual_load)
+                               for source in sources])
             per_layer.append(np.mean(errors, axis=0))
         rows.append(np.mean(per_layer, axis=0) if per_layer else np.full(3, np.nan))
     table = np.array(rows)  # [D, 3]

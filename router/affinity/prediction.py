@@ -18,6 +18,7 @@ recall@k = |predicted top-k ∩ actual top-k| / k, averaged over tokens and laye
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,30 @@ class RecallReport:
     ensemble: np.ndarray  # [D] neighbours + ridge
 
 
+def predicted_scores(
+    matrix: AffinityMatrix,
+    predictor: ExpertPredictor,
+    neighbours: NeighbourPredictor,
+    routing: AlignedRouting,
+    distance: int,
+    ensemble_weight: float = ENSEMBLE_WEIGHT,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """For every start layer index l of `routing` with a layer `distance` later: (l, each predictor's scores
+    [T, E] for layer l + distance), predictors named as in RecallReport. One layer at a time, to bound memory."""
+    for l in range(routing.num_layers - distance):
+        layer, history = int(routing.layers[l]), routing.expert_ids[: l + 1]
+        popularity = matrix.popularity[matrix.layer_index(layer) + distance]  # [E]
+        ridge = predictor.scores(history, routing.gate_weights[: l + 1], layer, distance)
+        votes = neighbours.scores(history, layer, distance)
+        yield l, {
+            "popularity": np.broadcast_to(popularity, (routing.num_tokens, len(popularity))),
+            "transition": transition_scores(matrix, routing.expert_ids[l], layer, distance),
+            "fitted": ridge,
+            "neighbours": votes,
+            "ensemble": ensemble_scores(votes, ridge, ensemble_weight),
+        }
+
+
 def prediction_recall(
     matrix: AffinityMatrix,
     predictor: ExpertPredictor,
@@ -122,25 +147,12 @@ def prediction_recall(
     ensemble_weight: float = ENSEMBLE_WEIGHT,
 ) -> RecallReport:
     """recall@top_k on (held-out) `routing` for every start layer that has a layer `distance` later."""
-    k = matrix.top_k
+    names = ("popularity", "transition", "fitted", "neighbours", "ensemble")
     rows: list[tuple[float, ...]] = []
     for d in range(1, max_distance + 1):
-        per_layer = []
-        for l in range(routing.num_layers - d):
-            layer = int(routing.layers[l])
-            actual = routing.expert_ids[l + d]  # [T, k]
-            popular = np.argsort(-matrix.popularity[matrix.layer_index(layer) + d], kind="stable")[:k]
-            ridge = predictor.scores(routing.expert_ids[: l + 1], routing.gate_weights[: l + 1], layer, d)
-            votes = neighbours.scores(routing.expert_ids[: l + 1], layer, d)
-            predicted = [
-                np.tile(popular, (routing.num_tokens, 1)),
-                top_k_of(transition_scores(matrix, routing.expert_ids[l], layer, d), k),
-                top_k_of(ridge, k),
-                top_k_of(votes, k),
-                top_k_of(ensemble_scores(votes, ridge, ensemble_weight), k),
-            ]
-            per_layer.append(tuple(recall_at_k(p, actual) for p in predicted))
-        rows.append(tuple(np.mean(per_layer, axis=0)) if per_layer else (np.nan,) * 5)
+        per_layer = [tuple(recall_at_k(top_k_of(scores[name], matrix.top_k), routing.expert_ids[l + d]) for name in names)
+                     for l, scores in predicted_scores(matrix, predictor, neighbours, routing, d, ensemble_weight)]
+        rows.append(tuple(np.mean(per_layer, axis=0)) if per_layer else (np.nan,) * len(names))
     table = np.array(rows)  # [D, 5]
     return RecallReport(np.arange(1, max_distance + 1), *table.T)
 
