@@ -1,12 +1,15 @@
 """The engine driven from asyncio: one thread runs steps; each request is an async stream of outputs.
 
 Requests are validated in the caller's thread (so a bad one fails at once with a 4xx and never enters the
-batch), then handed to the engine thread through a queue; outputs come back with `call_soon_threadsafe`.
+batch), then handed to the engine thread through a queue. A step's outputs go back to the event loop in one
+`call_soon_threadsafe` (not one per request: each wakes the loop). A stream that falls behind the engine gets
+the outputs it missed merged into one (as vLLM does), so a slow client costs one chunk, not one per token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
@@ -45,6 +48,8 @@ class AsyncEngine:
         try:
             while not finished:
                 output: RequestOutput = await stream.get()
+                while not output.finished and not stream.empty():
+                    output = merge_outputs(output, stream.get_nowait())
                 finished = output.finished
                 yield output
         finally:
@@ -61,7 +66,7 @@ class AsyncEngine:
         while not self._stop.is_set():
             self._drain_inbox()
             if not self.engine.has_unfinished():
-                self._wake.wait(0.05)
+                self._wake.wait()  # idle: sleep until a request (or shutdown) arrives, no polling
                 self._wake.clear()
                 continue
             try:
@@ -73,8 +78,7 @@ class AsyncEngine:
             else:
                 if self.on_step is not None:
                     self.on_step(self.engine.last_step, outputs)
-            for output in outputs:
-                self._publish(output)
+            self._publish(outputs)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -87,8 +91,25 @@ class AsyncEngine:
             else:
                 self.engine.abort(item)
 
-    def _publish(self, output: RequestOutput) -> None:
-        target = self._streams.get(output.request_id)
-        if target is not None:
-            loop, stream = target
-            loop.call_soon_threadsafe(stream.put_nowait, output)
+    def _publish(self, outputs: list[RequestOutput]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
+        for output in outputs:
+            target = self._streams.get(output.request_id)
+            if target is not None:
+                loop, stream = target
+                by_loop.setdefault(loop, []).append((stream, output))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop has closed: its requests are gone
+                pass
+
+
+def _deliver(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    for stream, output in items:
+        stream.put_nowait(output)
+
+
+def merge_outputs(first: RequestOutput, then: RequestOutput) -> RequestOutput:
+    """Two consecutive outputs of one request as one: the later state, with both deltas."""
+    return dataclasses.replace(then, delta_text=first.delta_text + then.delta_text)

@@ -123,18 +123,24 @@ class Engine:
             return []
         start = time.perf_counter()
         seqs = self._in_step = scheduled.seqs
-        batch = StepBatch.build([s.pending_tokens() for s in seqs], [s.num_cached for s in seqs],
-                                [s.slot for s in seqs], [s.number for s in seqs])
+        batch = StepBatch.build([s.pending_tokens(n) for s, n in zip(seqs, scheduled.num_new_tokens)],
+                                [s.num_cached for s in seqs], [s.slot for s in seqs], [s.number for s in seqs])
         with torch.inference_mode():
             logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
                                   micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
-            next_ids = sample(logits, [s.params for s in seqs], [s.generator for s in seqs],
-                              [s.output_ids for s in seqs]).tolist()
+            for seq, n in zip(seqs, scheduled.num_new_tokens):
+                seq.num_cached += n
+            # a prompt still being prefilled in chunks samples nothing until its last chunk
+            rows = [i for i, s in enumerate(seqs) if s.num_uncached == 0]
+            sampled = [seqs[i] for i in rows]
+            if len(rows) < len(seqs):
+                logits = logits[rows]
+            next_ids = sample(logits, [s.params for s in sampled], [s.generator for s in sampled],
+                              [s.output_ids for s in sampled]).tolist() if sampled else []
         self._in_step = []
-        self.last_step = StepStats(scheduled.kind, len(seqs), int(batch.token_ids.numel()),
-                                   time.perf_counter() - start)
+        self.last_step = StepStats(scheduled.kind, len(seqs), scheduled.num_tokens, time.perf_counter() - start)
         self.step_log.append(self.last_step)
-        return [self._postprocess(seq, token) for seq, token in zip(seqs, next_ids)]
+        return [self._postprocess(seq, token) for seq, token in zip(sampled, next_ids)]
 
     def fail_step(self, message: str) -> list[RequestOutput]:
         """After `step` raised: end the sequences of that step with an error; the rest run on."""
@@ -149,7 +155,6 @@ class Engine:
 
     def _postprocess(self, seq: Sequence, token: int) -> RequestOutput:
         now = time.perf_counter()
-        seq.num_cached = seq.total_len
         if seq.first_token_time is None:
             seq.first_token_time = now
         params = seq.params
@@ -157,9 +162,9 @@ class Engine:
             seq.finish_reason = "stop"
         else:
             seq.output_ids.append(token)
-            self._detokenize(seq)
         if not seq.finished and (len(seq.output_ids) >= params.max_tokens or seq.total_len >= self.config.max_model_len):
             seq.finish_reason = "length"
+        self._detokenize(seq)
         if seq.finished:
             seq.finish_time = now
             self.scheduler.finish(seq)
@@ -169,12 +174,16 @@ class Engine:
     def _detokenize(self, seq: Sequence) -> None:
         if self.tokenizer is None:
             return
-        text = self.tokenizer.decode(seq.output_ids)
-        for stop in seq.params.stop:
-            at = text.find(stop)
+        decode, ids = self.tokenizer.decode, seq.output_ids
+        new = seq.detokenizer.flush(decode, ids) if seq.finished else seq.detokenizer.step(decode, ids)
+        if not new:
+            return
+        searched_from = len(seq.text)
+        seq.text += new
+        for stop in seq.params.stop:  # only where the new text could complete a stop string
+            at = seq.text.find(stop, max(0, searched_from - len(stop) + 1))
             if at != -1:
-                text, seq.finish_reason = text[:at], "stop"
-        seq.text = text
+                seq.text, seq.finish_reason = seq.text[:at], "stop"
 
     def _output(self, seq: Sequence) -> RequestOutput:
         # Hold back text that may still become a stop string or is an incomplete UTF-8 character.

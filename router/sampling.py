@@ -70,23 +70,47 @@ def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs:
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
            outputs: list[list[int]] | None = None) -> torch.Tensor:
-    """logits [B, V] float32 → next token ids [B]. Greedy rows take the argmax, in one op for all of them.
-    `outputs`: each row's generated token ids, for the penalties."""
+    """logits [B, V] float32 → next token ids [B]. `outputs`: each row's generated token ids, for the penalties.
+
+    Greedy rows take the argmax. The others are sampled together, not row by row (a per-row loop of small ops
+    costs more than the model's step at large batches): scaled by temperature, cut by top-k and top-p in one
+    sort, then drawn by the exponential race: argmax(p / E) with E ~ Exp(1) picks token i with probability p_i
+    (as vLLM does). A row with a seed draws its noise from its own generator, so its tokens do not depend on
+    the rest of the batch.
+    """
     if outputs is not None:
         logits = apply_penalties(logits, params, outputs)
     next_ids = logits.argmax(dim=-1)
-    for row, (p, gen) in enumerate(zip(params, generators)):
-        if p.greedy:
-            continue
-        scores = logits[row] / p.temperature  # [V]
-        if p.top_k:
-            kth = torch.topk(scores, min(p.top_k, scores.numel())).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if p.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True)
-            probs = torch.softmax(sorted_scores, dim=-1)
-            # drop a token once the mass before it already reaches top_p (the first token always stays)
-            drop = (torch.cumsum(probs, dim=-1) - probs) >= p.top_p
-            scores = scores.scatter(0, order[drop], float("-inf"))
-        next_ids[row] = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen)[0]
+    rows = [row for row, p in enumerate(params) if not p.greedy]
+    if not rows:
+        return next_ids
+    picked = [params[row] for row in rows]
+    temperature = torch.tensor([p.temperature for p in picked], dtype=logits.dtype)
+    scores = logits[rows] / temperature[:, None]  # [R, V]
+    if any(p.top_k or p.top_p < 1.0 for p in picked):
+        scores = _top_k_top_p(scores, picked)
+    probs = torch.softmax(scores, dim=-1)  # [R, V]
+    noise = torch.empty_like(probs)
+    shared = [i for i, row in enumerate(rows) if generators[row] is None]
+    if len(shared) == len(rows):
+        noise.exponential_()
+    elif shared:
+        noise[shared] = noise[shared].exponential_()
+    for i, row in enumerate(rows):
+        if generators[row] is not None:
+            noise[i].exponential_(generator=generators[row])
+    next_ids[rows] = (probs / noise).argmax(dim=-1)
     return next_ids
+
+
+def _top_k_top_p(scores: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Scores [R, V] with the tokens outside each row's top-k, and past its top-p mass, set to -inf."""
+    vocab = scores.shape[1]
+    sorted_scores, order = torch.sort(scores, dim=-1, descending=True)  # [R, V]
+    top_k = torch.tensor([p.top_k or vocab for p in params])
+    drop = torch.arange(vocab)[None, :] >= top_k[:, None]  # [R, V] past the k best
+    top_p = torch.tensor([p.top_p for p in params], dtype=scores.dtype)
+    probs = torch.softmax(sorted_scores.masked_fill(drop, float("-inf")), dim=-1)
+    # drop a token once the mass before it already reaches top_p (the best token always stays)
+    drop |= (torch.cumsum(probs, dim=-1) - probs) >= top_p[:, None]
+    return scores.scatter(1, order, sorted_scores.masked_fill(drop, float("-inf")))

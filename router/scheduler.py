@@ -1,7 +1,15 @@
-"""Continuous batching: requests join and leave the running batch between steps.
+"""Continuous batching with chunked prefill: requests join and leave the running batch between steps, and one
+step carries every running sequence's decode token together with chunks of the prompts being prefilled.
 
-Each step is either a prefill of newly admitted requests (while slots are free and the token budget lasts)
-or one decode token for every running request. Prefill goes first so new requests start quickly.
+Per step, within `max_num_batched_tokens` new tokens (as vLLM's scheduler does):
+1. one decode token for every sequence whose prompt is in the cache: a decode is never held back by a prefill;
+2. the rest of the budget goes to prompts, oldest first: those partly prefilled, then newly admitted ones
+   (while a KV-cache slot and `max_num_seqs` allow). A prompt longer than what is left is cut into chunks
+   that run over several steps, so a long prompt adds a bounded amount to every running sequence's step
+   instead of stalling them all for a whole prefill.
+
+A sequence samples a token only on the step that brings its whole prompt into the cache, and after that on
+every step.
 """
 
 from __future__ import annotations
@@ -16,8 +24,18 @@ from switchyard.router.sequence import Sequence
 
 @dataclass
 class Scheduled:
-    kind: Literal["prefill", "decode"]
     seqs: list[Sequence]
+    num_new_tokens: list[int]  # per sequence, its tokens in this step (1 for a decode, a chunk for a prefill)
+    num_prefills: int  # sequences of the step still prefilling their prompt
+
+    @property
+    def kind(self) -> Literal["prefill", "decode", "mixed"]:
+        n = self.num_prefills
+        return "decode" if n == 0 else "prefill" if n == len(self.seqs) else "mixed"
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new_tokens)
 
 
 class Scheduler:
@@ -26,7 +44,7 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self.running: list[Sequence] = []  # admitted: holding a slot, prefilling or decoding, oldest first
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -35,22 +53,31 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> Scheduled | None:
-        admitted, tokens = [], 0
-        while (self.waiting and self.cache.num_free_slots
-               and len(self.running) + len(admitted) < self.max_num_seqs):
-            need = len(self.waiting[0].prompt_ids)
-            if admitted and tokens + need > self.max_num_batched_tokens:
-                break
+        budget = self.max_num_batched_tokens
+        seqs, counts = [], []
+        # decodes first, so that no running sequence waits behind a prompt
+        for seq in self.running:
+            if seq.prompt_done and budget > 0:
+                seqs.append(seq)
+                counts.append(1)
+                budget -= 1
+        # then the prompts already begun, in admission order
+        for seq in self.running:
+            if not seq.prompt_done and budget > 0:
+                chunk = min(seq.num_uncached, budget)
+                seqs.append(seq)
+                counts.append(chunk)
+                budget -= chunk
+        # then new requests, while slots and the budget last
+        while self.waiting and budget > 0 and self.cache.num_free_slots and len(self.running) < self.max_num_seqs:
             seq = self.waiting.popleft()
             seq.slot = self.cache.allocate()
-            admitted.append(seq)
-            tokens += need
-        if admitted:
-            self.running.extend(admitted)
-            return Scheduled("prefill", admitted)
-        if self.running:
-            return Scheduled("decode", list(self.running))
-        return None
+            self.running.append(seq)
+            chunk = min(seq.num_uncached, budget)
+            seqs.append(seq)
+            counts.append(chunk)
+            budget -= chunk
+        return Scheduled(seqs, counts, sum(not s.prompt_done for s in seqs)) if seqs else None
 
     def finish(self, seq: Sequence) -> None:
         """Drop a finished (or aborted) sequence and give its slot back."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from switchyard.router.detokenizer import IncrementalDetokenizer
 from switchyard.router.sampling import SamplingParams
 
 _numbers = itertools.count()
@@ -23,6 +24,7 @@ class Sequence:
     slot: int | None = None
     num_cached: int = 0  # tokens whose keys and values are in the cache
     text: str = ""  # detokenised output, cut at a stop string
+    detokenizer: IncrementalDetokenizer = field(default_factory=IncrementalDetokenizer)
     emitted: int = 0  # characters of `text` already streamed
     finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
     error: str | None = None
@@ -44,9 +46,25 @@ class Sequence:
     def total_len(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
 
-    def pending_tokens(self) -> list[int]:
-        """Tokens not yet in the cache: the whole prompt at first, then the last sampled token."""
-        return (self.prompt_ids + self.output_ids)[self.num_cached:]
+    @property
+    def num_uncached(self) -> int:
+        """Tokens not yet in the cache: the rest of the prompt while prefilling, then the last sampled token."""
+        return self.total_len - self.num_cached
+
+    @property
+    def prompt_done(self) -> bool:
+        """The whole prompt is in the cache: the sequence decodes one token a step."""
+        return self.num_cached >= len(self.prompt_ids)
+
+    def pending_tokens(self, limit: int | None = None) -> list[int]:
+        """The next `limit` (default: all) tokens not yet in the cache."""
+        start = self.num_cached
+        stop = self.total_len if limit is None else min(self.total_len, start + limit)
+        if start >= len(self.prompt_ids):  # decoding: only output tokens, no copy of the prompt
+            offset = len(self.prompt_ids)
+            return self.output_ids[start - offset:stop - offset]
+        return (self.prompt_ids[start:stop] if stop <= len(self.prompt_ids)
+                else self.prompt_ids[start:] + self.output_ids[:stop - len(self.prompt_ids)])
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,30 @@ def test_frequency_penalty_changes_greedy_output_through_the_engine(engine):
     penalised = engine.generate(["yard"], SamplingParams(max_tokens=24, temperature=0.0, frequency_penalty=2.0))[0]
     counts = torch.bincount(torch.tensor(list(penalised.token_ids)))
     assert list(penalised.token_ids) != list(plain) and counts.max() <= torch.bincount(torch.tensor(list(plain))).max()
+
+
+def test_batched_sampling_draws_from_the_softmax_and_respects_top_k_and_top_p():
+    from switchyard.router.sampling import sample
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]])
+    want = torch.softmax(logits[0] / 0.7, dim=-1)
+    rows = 4000
+    params = [SamplingParams(temperature=0.7)] * rows
+    draws = sample(logits.expand(rows, -1).contiguous(), params, [None] * rows)
+    freq = torch.bincount(draws, minlength=5).float() / rows
+    assert torch.allclose(freq, want, atol=0.03), (freq, want)
+    # top-k 2 keeps the two best; top-p 0.5 of [0.63, 0.23, ...] (temperature 1) keeps only the best
+    cut = [SamplingParams(temperature=1.0, top_k=2)] * 500 + [SamplingParams(temperature=1.0, top_p=0.5)] * 500
+    draws = sample(logits.expand(1000, -1).contiguous(), cut, [None] * 1000)
+    assert set(draws[:500].tolist()) == {0, 1} and set(draws[500:].tolist()) == {0}
+
+
+def test_a_seeded_row_draws_the_same_tokens_whatever_else_is_in_the_batch():
+    from switchyard.router.sampling import sample
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    seeded = SamplingParams(temperature=1.0, seed=3)
+    alone = [sample(logits[2:3], [seeded], [torch.Generator().manual_seed(3)]).item() for _ in range(3)]
+    others = [SamplingParams(temperature=0.9)] * 2 + [seeded] + [SamplingParams(temperature=0.0)] * 3
+    gens = [None, None, torch.Generator().manual_seed(3), None, None, None]
+    assert sample(logits, others, gens)[2].item() == alone[0]
