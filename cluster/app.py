@@ -1,4 +1,5 @@
-"""`build_app`: the Switchyard Serve application — one router deployment and one deployment per expert group.
+"""`build_app`: the Switchyard Serve application — one router deployment and one deployment per expert group,
+or, with `num_groups: 0`, the router alone holding every expert (one process).
 
 Used by `serve run` / `serve deploy` (import path `switchyard.cluster.app:build_app`, `args` = AppConfig),
 by `switchyard serve`, and by the Helm chart's `serveConfigV2`.
@@ -20,6 +21,14 @@ def build_app(args: dict) -> Application:
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
     if config.expert_kernel == "vllm":
         load_ops()  # here, naming the fix, rather than in every replica
+    bound_groups = []
+    if not config.experts_in_router:
+        bound_groups = bind_expert_groups(config, ckpt)
+    router = RouterDeployment.options(name=f"{config.name}-router", **config.router_pool.deployment_options())
+    return router.bind(config.model_dump(exclude_unset=True), bound_groups)
+
+
+def bind_expert_groups(config: AppConfig, ckpt: Checkpoint) -> list:
     placement = plan_placement(config, ckpt)
     pool = config.expert_pool
     bound_groups = []
@@ -29,5 +38,4 @@ def build_app(args: dict) -> Application:
         deployment = ExpertGroupDeployment.options(name=name, **pool.deployment_options())
         bound_groups.append(deployment.bind(config.name, name, config.model, assignment, config.dtype,
                                             config.device, pool.torch_threads, config.expert_kernel))
-    router = RouterDeployment.options(name=f"{config.name}-router", **config.router_pool.deployment_options())
-    return router.bind(config.model_dump(), bound_groups)
+    return bound_groups

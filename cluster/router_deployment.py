@@ -28,6 +28,18 @@ def plan_placement(config: AppConfig, ckpt: Checkpoint):
     return load_placement(config.placement, ckpt.config, config.num_groups)
 
 
+def make_transport(cfg: AppConfig, group_handles: list):
+    names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
+    timeout = cfg.router.expert_timeout_s
+    if cfg.router.transport == "compiled":
+        return CompiledGraphTransport(cfg.name, names, timeout_s=timeout, max_in_flight=2 * cfg.router.micro_batches,
+                                      idle_teardown_s=cfg.router.compiled_idle_teardown_s)
+    if cfg.router.transport == "actor":
+        return ActorTransport(cfg.name, names, timeout_s=timeout)
+    return HandleTransport(group_handles, timeout_s=timeout)
+
+
+# Serve pickles this class by value when the module is imported: what it calls must be defined above it.
 @serve.deployment
 @serve.ingress(api)
 class RouterDeployment:
@@ -36,21 +48,15 @@ class RouterDeployment:
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
         ckpt = Checkpoint.open(cfg.model)
-        placement = plan_placement(cfg, ckpt)
-        names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
-        timeout = cfg.router.expert_timeout_s
-        if cfg.router.transport == "compiled":
-            self.transport = CompiledGraphTransport(cfg.name, names, timeout_s=timeout,
-                                                    max_in_flight=2 * cfg.router.micro_batches)
-        elif cfg.router.transport == "actor":
-            self.transport = ActorTransport(cfg.name, names, timeout_s=timeout)
-        else:
-            self.transport = HandleTransport(group_handles, timeout_s=timeout)
         self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
                                          cfg.prices.expert_replica_per_hour)
+        self.transport = None
+        self.experts = None  # with every expert in this process (num_groups 0), the engine holds them
+        if not cfg.experts_in_router:
+            self.transport = make_transport(cfg, group_handles)
+            self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
+                                         on_dispatch=self.telemetry.on_dispatch)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
-        self.experts = RemoteExperts(GroupChooser(placement), self.transport, cfg.num_groups,
-                                     on_dispatch=self.telemetry.on_dispatch)
         engine_config = cfg.engine_config()
         engine = Engine.from_checkpoint(ckpt, engine_config, self.experts)
         engine.micro_batches = cfg.router.micro_batches
@@ -61,6 +67,8 @@ class RouterDeployment:
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
+        if self.transport is None:
+            return []
         if isinstance(self.transport, (ActorTransport, CompiledGraphTransport)):
             return self.transport.replica_counts()
         return [cfg.expert_pool.num_replicas] * cfg.num_groups
@@ -68,10 +76,15 @@ class RouterDeployment:
     @api.get("/v1/switchyard/stats")
     def stats(self) -> dict:
         """Dispatch counters, the last step and the cost, for benchmarks and dashboards."""
-        s, step = self.experts.stats, self.engine.engine.last_step
-        return {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
-                "tokens_per_group": s.tokens_per_group, "step_errors": self.engine.errors,
-                "last_step": None if step is None else vars(step), "cost": self.telemetry.cost()}
+        step = self.engine.engine.last_step
+        dispatch = {"fan_out": None, "token_layers": 0, "group_calls": 0, "tokens_per_group": []}
+        if self.experts is not None:
+            s = self.experts.stats
+            dispatch = {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
+                        "tokens_per_group": s.tokens_per_group}
+        return {**dispatch, "experts": "router" if self.experts is None else "groups",
+                "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
+                "cost": self.telemetry.cost()}
 
     @api.get("/metrics")
     def metrics(self) -> Response:
@@ -83,11 +96,13 @@ class RouterDeployment:
 
         engine = self.engine.engine
         engine.step_log.clear()
-        before = (self.experts.stats.group_messages, self.experts.stats.token_layers)
+        stats = self.experts.stats if self.experts is not None else None
+        before = (stats.group_messages, stats.token_layers) if stats else (0, 0)
         seconds = await run_batch(self.engine, prompts, max_tokens)
-        messages = self.experts.stats.group_messages - before[0]
-        token_layers = self.experts.stats.token_layers - before[1]
-        return {**decode_summary(list(engine.step_log), seconds), "fan_out": messages / max(1, token_layers)}
+        fan_out = None
+        if stats is not None:
+            fan_out = (stats.group_messages - before[0]) / max(1, stats.token_layers - before[1])
+        return {**decode_summary(list(engine.step_log), seconds), "fan_out": fan_out}
 
     def round_trip(self, num_tokens: int, repeats: int) -> float:
         """Seconds for one layer's dispatch to every group and back, on random routing."""
@@ -102,5 +117,6 @@ class RouterDeployment:
     def __del__(self):
         if hasattr(self, "engine"):  # __init__ may have failed
             self.engine.shutdown()
-        if hasattr(self, "transport"):
+        if getattr(self, "transport", None) is not None:
             self.transport.close()
+

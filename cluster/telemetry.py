@@ -60,10 +60,11 @@ class RouterTelemetry:
 
     # -- reading ------------------------------------------------------------------------------------------
     def tokens_per_second(self) -> float:
-        if len(self._recent) < 2:
+        recent = tuple(self._recent)  # one copy (atomic): the engine thread appends while HTTP reads
+        if len(recent) < 2:
             return 0.0
-        span = max(self._recent[-1][0] - self._recent[0][0], 1e-3)
-        return sum(n for _, n in self._recent) / span
+        span = max(recent[-1][0] - recent[0][0], 1e-3)
+        return sum(n for _, n in recent) / span
 
     def cost(self) -> dict:
         router, experts = self.replicas()

@@ -71,7 +71,7 @@ class Prices(_Strict):
 
 
 class RouterSettings(_Strict):
-    max_num_seqs: int = Field(32, ge=1)
+    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together (KV-cache slots)")
     max_model_len: int = Field(1024, ge=2)
     max_num_batched_tokens: int = Field(2048, ge=1)
     # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
@@ -80,6 +80,9 @@ class RouterSettings(_Strict):
     transport: Literal["compiled", "actor", "handle"] = Field(
         "compiled", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
+    compiled_idle_teardown_s: float = Field(
+        2.0, gt=0, description="compiled transport: tear the graph down after this long without a step (its "
+                               "channel readers spin, a core each), and build it again on the next step")
     adaptive_routing: AdaptiveRouting | None = Field(
         None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")
 
@@ -89,7 +92,8 @@ class AppConfig(_Strict):
 
     model: str = Field(..., min_length=1, description="Hugging Face model folder, readable by every node")
     served_model_name: str | None = None
-    num_groups: int = Field(2, ge=1)
+    num_groups: int = Field(2, ge=0, description="expert-group deployments; 0: the router holds every expert "
+                                                 "itself (one process, for a single machine)")
     placement: str | None = Field(None, description="placement JSON (`switchyard place -o`); default contiguous")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["cpu", "cuda"] = "cpu"
@@ -107,6 +111,24 @@ class AppConfig(_Strict):
         if self.expert_kernel == "vllm" and self.device != "cpu":
             raise ValueError("expert_kernel 'vllm' is vLLM's CPU op: it needs device 'cpu'")
         return self
+
+    @model_validator(mode="after")
+    def _one_process(self):
+        """With no expert groups, settings of the groups would do nothing: refuse them rather than ignore them."""
+        if self.num_groups:
+            return self
+        unused = [name for name in ("placement", "expert_pool") if name in self.model_fields_set]
+        if unused:
+            raise ValueError(f"num_groups 0 (every expert in the router) has no expert groups: remove {unused}, "
+                             "or set num_groups >= 1")
+        if self.device != "cpu":
+            raise ValueError("num_groups 0 runs the experts in the router, which runs on the CPU: device must be "
+                             "'cpu' (or set num_groups >= 1 to put the expert groups on the GPU)")
+        return self
+
+    @property
+    def experts_in_router(self) -> bool:
+        return self.num_groups == 0
 
     def engine_config(self) -> EngineConfig:
         r = self.router

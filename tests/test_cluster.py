@@ -22,12 +22,15 @@ PROMPTS = [("yard " * n).strip() for n in range(1, 17)]  # 16 prompts of differe
 
 def app_config(path, groups: int, transport: str, placement: str | None = None, expert_replicas: int = 1,
                **router) -> dict:
-    return {"model": str(path), "served_model_name": MODEL, "num_groups": groups,
-            "name": f"t{groups}{transport}{expert_replicas}", "placement": placement,
-            "router": {"transport": transport, "max_model_len": 128, "max_num_seqs": 16, "micro_batches": 2,
-                       "expert_timeout_s": 20, **router},
-            "router_pool": {"num_cpus": 0.5, "torch_threads": 1},
-            "expert_pool": {"num_cpus": 0.25, "torch_threads": 1, "num_replicas": expert_replicas}}
+    config = {"model": str(path), "served_model_name": MODEL, "num_groups": groups,
+              "name": f"t{groups}{transport}{expert_replicas}",
+              "router": {"transport": transport, "max_model_len": 128, "max_num_seqs": 16, "micro_batches": 2,
+                         "expert_timeout_s": 20, **router},
+              "router_pool": {"num_cpus": 0.5, "torch_threads": 1}}
+    if groups:  # with none (every expert in the router), expert-group settings are refused
+        config |= {"placement": placement,
+                   "expert_pool": {"num_cpus": 0.25, "torch_threads": 1, "num_replicas": expert_replicas}}
+    return config
 
 
 class Deployed:
@@ -72,6 +75,7 @@ def replicated_placement(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("groups,transport,placement,expert_replicas", [
+    (0, "compiled", None, 1),  # one process: the router holds every expert
     (1, "actor", None, 1), (2, "actor", None, 1), (2, "handle", None, 1), (4, "actor", "replicated", 1),
     (2, "compiled", None, 1), (4, "compiled", "replicated", 1),
     (2, "compiled", None, 2),  # the compiled graph splits a group's tokens over its replicas
@@ -85,6 +89,10 @@ def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve
         assert asyncio.run(complete_all(app.client())) == reference_texts
         stats = httpx.get(f"{app.url}/v1/switchyard/stats").json()
         assert stats["step_errors"] == 0 and len(stats["tokens_per_group"]) == groups
+        if groups == 0:
+            assert stats["experts"] == "router" and stats["cost"]["expert_replicas"] == []
+            assert serve.get_app_handle(app.name).group_info.remote().result() == []
+            return
         assert 1.0 <= stats["fan_out"] <= min(groups, 3)  # qwen3 tiny model: top-3
         # each group replica loaded exactly its own experts, and nothing else
         infos = serve.get_app_handle(app.name).group_info.remote().result()
@@ -124,15 +132,25 @@ def two_groups(ray_serve, checkpoints):
 
 
 @pytest.fixture(scope="module")
+def one_process(ray_serve, checkpoints):
+    app = Deployed(ray_serve, checkpoints["qwen3_moe"], 0, "compiled")
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
 def two_groups_compiled(ray_serve, checkpoints):
     app = Deployed(ray_serve, checkpoints["qwen3_moe"], 2, "compiled")
     yield app
     app.close()
 
 
-def test_openai_client_chat_and_completions_streaming_and_not(two_groups):
+@pytest.mark.parametrize("app", ["two_groups", "one_process"])
+def test_openai_client_chat_and_completions_streaming_and_not(request, app):
+    served = request.getfixturevalue(app)
+
     async def go():
-        c = two_groups.client()
+        c = served.client()
         messages = [{"role": "user", "content": "Which cars travel together?"}]
         chat = await c.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, temperature=0)
         chat_stream = [ch async for ch in await c.chat.completions.create(
@@ -150,12 +168,15 @@ def test_openai_client_chat_and_completions_streaming_and_not(two_groups):
     assert [m.id for m in models.data] == [MODEL]
 
 
-def test_bad_request_on_the_cluster_leaves_a_good_one_alone(two_groups):
+@pytest.mark.parametrize("app", ["two_groups", "one_process"])
+def test_bad_request_on_the_cluster_leaves_a_good_one_alone(request, app):
+    served = request.getfixturevalue(app)
+
     async def go():
         async with httpx.AsyncClient(timeout=60) as http:
-            bad = http.post(f"{two_groups.url}/v1/chat/completions",
+            bad = http.post(f"{served.url}/v1/chat/completions",
                             json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_p": 3})
-            good = http.post(f"{two_groups.url}/v1/completions", json={"model": MODEL, "prompt": "yard", "max_tokens": 8})
+            good = http.post(f"{served.url}/v1/completions", json={"model": MODEL, "prompt": "yard", "max_tokens": 8})
             return await asyncio.gather(bad, good)
 
     bad, good = asyncio.run(go())
@@ -220,3 +241,20 @@ def test_metrics_and_cost_are_reported(request, app):
     assert 'group="0"' in text and 'group="1"' in text
     cost = httpx.get(f"{two_groups.url}/v1/switchyard/stats", timeout=30).json()["cost"]
     assert cost["expert_replicas"] == [1, 1]
+
+
+def test_an_idle_compiled_graph_app_leaves_its_expert_replicas_idle(two_groups_compiled):
+    from switchyard.cluster.bench.cpu import cores_used
+
+    r = httpx.post(f"{two_groups_compiled.url}/v1/completions", timeout=60,
+                   json={"model": MODEL, "prompt": "yard", "max_tokens": 6})
+    assert r.status_code == 200
+    infos = serve.get_app_handle(two_groups_compiled.name).group_info.remote().result()
+    time.sleep(4)  # the router tears its graph down after 2 s without a step
+    # a bound far above the real figure (`switchyard bench serve` reports it), so that it cannot flake; a replica
+    # whose channel reader spins takes most of a core
+    for info in infos:
+        assert cores_used([info["pid"]], 3.0) < 0.2, info
+    r = httpx.post(f"{two_groups_compiled.url}/v1/completions", timeout=60,
+                   json={"model": MODEL, "prompt": "yard", "max_tokens": 6})
+    assert r.status_code == 200  # and the next request builds the graph again

@@ -31,7 +31,7 @@ def test_serve_config_files_validate(name):
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"num_groups": 0}, "num_groups"),
+    ({"num_groups": -1}, "num_groups"),
     ({"expert_pool": {"num_replicas": -1}}, "expert_pool.num_replicas"),
     ({"router": {"transport": "carrier-pigeon"}}, "router.transport"),
     ({"expert_pool": {"autoscaling": {"min_replicas": 3, "max_replicas": 1}}}, "expert_pool.autoscaling"),
@@ -105,3 +105,25 @@ def test_adaptive_routing_reaches_the_router_engine():
     config = AppConfig.model_validate({"model": "m", "router": {"adaptive_routing": {"mode": "threshold", "value": 0.066}}})
     adaptive = config.engine_config().adaptive_routing
     assert (adaptive.mode, adaptive.value, adaptive.min_experts) == ("threshold", 0.066, 1)
+
+
+@pytest.mark.parametrize("extra,named", [
+    ({"expert_pool": {"num_replicas": 3}}, "expert_pool"),
+    ({"placement": "p.json"}, "placement"),
+    ({"device": "cuda"}, "device"),
+])
+def test_one_process_mode_refuses_settings_it_would_ignore(extra, named):
+    with pytest.raises(ValidationError, match=named):
+        AppConfig.model_validate({"model": "m", "num_groups": 0, **extra})
+    assert AppConfig.model_validate({"model": "m", "num_groups": 0}).experts_in_router
+
+
+def test_switchyard_serve_defaults_to_one_process_and_direct_ingress():
+    from switchyard.cluster.cli import build_parser
+    from switchyard.cluster.cli_serve import app_args, direct_ingress_env
+
+    args = build_parser().parse_args(["serve"])
+    assert AppConfig.model_validate(app_args(args)).num_groups == 0 and args.ingress == "direct"
+    assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve", "--groups", "2"]))).num_groups == 2
+    env = direct_ingress_env(8123)  # the router replica alone binds the user's port
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8123" and env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8124"
