@@ -13,6 +13,10 @@ The graph is static, so it is rebuilt whenever the replica set changes:
 
 Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares.
 Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
+
+Idle, the graph is torn down: a replica's channel reader waits by spinning (most of a core per replica, doing
+nothing), so after `idle_teardown_s` without an execution a watcher thread tears the graph down, and the next
+layer builds it again (`switchyard bench serve` measures both the idle CPU and what the rebuild costs).
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class _Pending:
 
 class CompiledGraphTransport:
     def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0,
-                 max_in_flight: int = 4):
+                 max_in_flight: int = 4, idle_teardown_s: float | None = 2.0):
         self.group_names = group_names
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
@@ -111,6 +115,23 @@ class CompiledGraphTransport:
         self._lock = threading.RLock()
         self._graph: _Graph | None = None
         self._graph_version = -1  # registry version the graph was built from
+        self.builds = 0  # graphs compiled so far (the first, rebuilds after idle, after a death or a new replica)
+        self._last_use = time.monotonic()
+        self._closed = threading.Event()
+        if idle_teardown_s is not None:
+            threading.Thread(target=self._tear_down_when_idle, args=(idle_teardown_s,), daemon=True,
+                             name="compiled-graph-idle").start()
+
+    def _tear_down_when_idle(self, idle_s: float) -> None:
+        while not self._closed.wait(min(idle_s, 0.5)):
+            if self._graph is None or time.monotonic() - self._last_use < idle_s:
+                continue
+            with self._lock:
+                graph = self._graph
+                if graph is not None and graph.in_flight == 0 and time.monotonic() - self._last_use >= idle_s:
+                    self._graph = None
+                    graph.teardown()
+                    log.info("compiled graph torn down after %.1fs idle", idle_s)
 
     # -- the replica set ----------------------------------------------------------------------------------
     def _build(self) -> _Graph | None:
@@ -118,6 +139,7 @@ class CompiledGraphTransport:
         slots = [_Slot(g, rid, actor) for g, replicas in enumerate(snapshot) for rid, actor in replicas.items()]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
+        self.builds += 1
         return _Graph(slots, self.max_in_flight, self.timeout_s)
 
     def _current_graph(self) -> _Graph | None:
@@ -143,6 +165,7 @@ class CompiledGraphTransport:
         return [groups.count(g) for g in range(len(self.group_names))]
 
     def close(self) -> None:
+        self._closed.set()
         self.live.close()
         with self._lock:
             if self._graph is not None:
@@ -158,6 +181,7 @@ class CompiledGraphTransport:
     def _execute(self, pending: _Pending) -> None:
         while True:
             with self._lock:
+                self._last_use = time.monotonic()
                 graph = self._current_graph()
                 if graph is not None:
                     inputs, pending.used = graph.split(pending.requests)
@@ -197,6 +221,7 @@ class CompiledGraphTransport:
                 self._retry_after_death(pending, err)
                 continue
             self._finish(pending)
+            self._last_use = time.monotonic()
             return {group: ExpertResponse(pending.requests[group].layer,
                                           torch.cat([results[i].hidden for i in slots]))
                     for group, slots in pending.used.items()}

@@ -40,6 +40,11 @@ class FakeReplica:
 
         return expert_deployment._SERVING.calls
 
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
 
 def request(num_tokens: int, layer: int = 0) -> ExpertRequest:
     hidden = torch.arange(num_tokens * 4, dtype=torch.float32).reshape(num_tokens, 4)
@@ -89,5 +94,28 @@ def test_compiled_graph_follows_the_replica_set(ray_serve):
     finally:
         transport.close()
         for actor in (a0, a1, b0, *added):
+            ray.kill(actor)
+        ray.kill(get_registry(APP))
+
+
+def test_an_idle_graph_is_torn_down_so_replicas_stop_spinning_and_the_next_layer_builds_it_again(ray_serve):
+    from switchyard.cluster.bench.cpu import cores_used
+
+    replicas = [FakeReplica.remote("g0", "i0", 2.0), FakeReplica.remote("g1", "i1", 3.0)]
+    pids = ray.get([r.pid.remote() for r in replicas])
+    transport = CompiledGraphTransport(APP, ["g0", "g1"], timeout_s=30, refresh_s=0.1, idle_teardown_s=1.0)
+    try:
+        round_trip(transport, {0: 2, 1: 2})
+        assert transport.builds == 1
+        wait_until(lambda: transport._graph is None, seconds=10)
+        # a bound far above the real figure (about 1%: `switchyard bench serve`), so that it cannot flake; a
+        # spinning reader takes most of a core
+        for pid in pids:
+            assert cores_used([pid], 3.0) < 0.2
+        out = round_trip(transport, {0: 3, 1: 1})
+        assert torch.equal(out[0], 2.0 * request(3).hidden) and transport.builds == 2
+    finally:
+        transport.close()
+        for actor in replicas:
             ray.kill(actor)
         ray.kill(get_registry(APP))
