@@ -118,6 +118,9 @@ def run(args) -> int:
             return 2
         os.environ.update(direct_ingress_env(args.port))  # before Ray starts: its processes inherit them
         proxy_port = free_port(args.host)  # Serve still starts its proxy; keep it off the user's port
+    # Ray starts its workers at nice 15, below everything else on the machine: a serving replica then loses
+    # the CPU to any other busy process (a load generator, a build) and its per-token latency doubles.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     num_cpus = args.num_cpus or 4 * (os.cpu_count() or 1)
     layout = ("every expert in the router" if config.experts_in_router else
               f"{config.num_groups} expert groups, {config.router.transport} transport")

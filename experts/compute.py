@@ -2,11 +2,14 @@
 
     [tokens × top-k assignments] → sort by expert → [Experts: grouped GEMMs] → unsort → weighted sum over k
 
-Two schedules of the same arithmetic, chosen per call:
+Three schedules of the same arithmetic, chosen per call:
+- grouped: torch's grouped GEMM (`F.grouped_mm`) over the expert-sorted rows, two calls a layer and no
+  padding: every row computed once. The fastest from a few tokens up (`switchyard bench experts`: 1.4x the
+  padded bmm at 64 tokens, 1.7x at 256, on 32 experts top-4).
 - padded: scatter tokens into an [n, capacity, H] buffer and run two `bmm`s over all experts at once. Three
-  big ops instead of three per expert; wins in decode, where each expert sees a handful of tokens.
-- segmented: one pair of GEMMs per expert that has tokens. Wins when the padding would waste much work
-  (prefill, skewed routing).
+  big ops instead of three per expert; for a token or two, and where torch has no grouped GEMM.
+- segmented: one pair of GEMMs per expert that has tokens. Wins over padding when the padding would waste
+  much work (prefill, skewed routing).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-Schedule = Literal["auto", "padded", "segmented"]
+Schedule = Literal["auto", "grouped", "padded", "segmented"]
+HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+# Below this many rows the padded bmm is as fast (measured: 1 token, 4 rows: padded 0.17 ms, grouped 0.20 ms).
+MIN_GROUPED_ROWS = 8
 
 # Padding may cost at most this factor of the exact work before the segmented schedule is used instead.
 PADDED_CAPACITY_OVER_MEAN = 2.0
@@ -50,9 +56,13 @@ def expert_forward(
     # Pad to a bit over the mean load, not the maximum: the bmm cost grows with capacity, and the few rows of
     # overloaded experts beyond it are cheaper run separately.
     capacity = max(1, math.ceil(PADDED_CAPACITY_OVER_MEAN * num_rows / num_experts))
-    if schedule == "auto":  # the bmm runs over every expert the group holds, active or not
+    if schedule == "auto" and HAS_GROUPED_MM and num_rows >= MIN_GROUPED_ROWS:
+        schedule = "grouped"
+    elif schedule == "auto":  # the bmm runs over every expert the group holds, active or not
         schedule = "padded" if num_experts * capacity <= MAX_PADDING_WASTE * num_rows else "segmented"
-    if schedule == "padded":
+    if schedule == "grouped":
+        y_sorted = _grouped(x_sorted, counts, w13, w2)
+    elif schedule == "padded":
         y_sorted = _padded(x_sorted, expert_sorted, counts, capacity, w13, w2)
     else:
         y_sorted = _segmented(x_sorted, counts, w13, w2)
@@ -67,6 +77,12 @@ def expert_forward(
 def _swiglu(gate_up: torch.Tensor) -> torch.Tensor:  # [..., 2I] -> [..., I]
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def _grouped(x_sorted, counts, w13, w2) -> torch.Tensor:
+    ends = torch.cumsum(counts, 0).to(torch.int32)  # [n] one past each expert's last sorted row
+    inner = _swiglu(F.grouped_mm(x_sorted, w13.transpose(1, 2), offs=ends))  # [A', I]
+    return F.grouped_mm(inner, w2.transpose(1, 2), offs=ends)  # [A', H]
 
 
 def _padded(x_sorted, expert_sorted, counts, capacity, w13, w2) -> torch.Tensor:

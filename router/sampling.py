@@ -74,14 +74,14 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
 
     Greedy rows take the argmax. The others are sampled together, not row by row (a per-row loop of small ops
     costs more than the model's step at large batches): scaled by temperature, cut by top-k and top-p in one
-    sort, then drawn by the exponential race: argmax(p / E) with E ~ Exp(1) picks token i with probability p_i
-    (as vLLM does). A row with a seed draws its noise from its own generator, so its tokens do not depend on
-    the rest of the batch.
+    sort, then drawn by inverse transform: one uniform number per row, looked up in the row's cumulative
+    probabilities (one random number a row, not one per vocabulary entry). A row with a seed draws it from its
+    own generator, so its tokens do not depend on the rest of the batch.
     """
     if outputs is not None:
         logits = apply_penalties(logits, params, outputs)
-    next_ids = logits.argmax(dim=-1)
     rows = [row for row, p in enumerate(params) if not p.greedy]
+    next_ids = logits.argmax(dim=-1) if len(rows) < len(params) else torch.empty(len(params), dtype=torch.long)
     if not rows:
         return next_ids
     picked = [params[row] for row in rows]
@@ -89,17 +89,14 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
     scores = logits[rows] / temperature[:, None]  # [R, V]
     if any(p.top_k or p.top_p < 1.0 for p in picked):
         scores = _top_k_top_p(scores, picked)
-    probs = torch.softmax(scores, dim=-1)  # [R, V]
-    noise = torch.empty_like(probs)
-    shared = [i for i, row in enumerate(rows) if generators[row] is None]
-    if len(shared) == len(rows):
-        noise.exponential_()
-    elif shared:
-        noise[shared] = noise[shared].exponential_()
+    cumulative = torch.softmax(scores, dim=-1).cumsum_(dim=-1)  # [R, V]
+    uniform = torch.rand(len(rows), 1)  # [R, 1]
     for i, row in enumerate(rows):
         if generators[row] is not None:
-            noise[i].exponential_(generator=generators[row])
-    next_ids[rows] = (probs / noise).argmax(dim=-1)
+            uniform[i] = torch.rand(1, generator=generators[row])
+    # the first token whose cumulative probability passes u (clamped: rounding may leave the total just under 1)
+    drawn = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
+    next_ids[rows] = drawn.clamp_(max=logits.shape[1] - 1)
     return next_ids
 
 

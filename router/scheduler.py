@@ -77,7 +77,12 @@ class Scheduler:
             seqs.append(seq)
             counts.append(chunk)
             budget -= chunk
-        return Scheduled(seqs, counts, sum(not s.prompt_done for s in seqs)) if seqs else None
+        if not seqs:
+            return None
+        # in slot order: when the step's slots are a run (a full batch), attention reads the cache as a view
+        order = sorted(range(len(seqs)), key=lambda i: seqs[i].slot)
+        seqs, counts = [seqs[i] for i in order], [counts[i] for i in order]
+        return Scheduled(seqs, counts, sum(not s.prompt_done for s in seqs))
 
     def finish(self, seq: Sequence) -> None:
         """Drop a finished (or aborted) sequence and give its slot back."""

@@ -111,6 +111,8 @@ def test_expert_schedules_agree(tokens):
     padded = expert_forward(x, ids, weights, w13, w2, schedule="padded")
     segmented = expert_forward(x, ids, weights, w13, w2, schedule="segmented")
     torch.testing.assert_close(padded, segmented)
+    grouped = expert_forward(x, ids, weights, w13, w2, schedule="grouped")
+    torch.testing.assert_close(grouped, segmented)
     # reference: one token and one expert at a time
     want = torch.zeros_like(x)
     for t in range(tokens):

@@ -147,7 +147,9 @@ def read_level(system: str, concurrency: int, path: Path) -> LevelResult:
 
 
 def level_file(out_dir: Path, concurrency: int) -> Path:
-    return out_dir / f"concurrency_{concurrency}" / "profile_export_aiperf.json"
+    """aiperf writes a sweep's levels to folders of their own, and a single level to the folder itself."""
+    level = out_dir / f"concurrency_{concurrency}" / "profile_export_aiperf.json"
+    return level if level.exists() else out_dir / "profile_export_aiperf.json"
 
 
 def run_system(system: System, port: int, served_name: str, tokenizer: Path, aiperf: Path, concurrency: list[int],
