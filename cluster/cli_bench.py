@@ -163,7 +163,7 @@ def run_serve(args) -> int:
     wanted = args.systems or ["one-process", "groups", "vllm"]
     systems = []
     for which in wanted:
-        port = serve.free_port()
+        port = serve.free_port("127.0.0.1")
         if which == "one-process":
             systems.append((serve.switchyard_system("Switchyard, one process", model, name, port, 0,
                                                     args.serve_arg), port))

@@ -119,4 +119,3 @@ class RouterDeployment:
             self.engine.shutdown()
         if getattr(self, "transport", None) is not None:
             self.transport.close()
-

@@ -17,17 +17,12 @@ class IncrementalDetokenizer:
     prefix: int = 0  # first token of the window decoded each step
     read: int = 0  # tokens already turned into text
 
-    def step(self, decode, ids: list[int]) -> str:
-        """The new text that `ids` (all output tokens so far) add; `decode(ids) -> str`."""
+    def step(self, decode, ids: list[int], final: bool = False) -> str:
+        """The new text that `ids` (all output tokens so far) add; `decode(ids) -> str`. With `final` (the end of
+        the output), an unfinished character too, as a full decode gives it."""
         before = decode(ids[self.prefix:self.read])
         after = decode(ids[self.prefix:])
-        if after.endswith("\ufffd") or len(after) < len(before):
+        if not final and (after.endswith("\ufffd") or len(after) < len(before)):
             return ""  # a character not finished yet: wait for its next byte
-        self.prefix, self.read = self.read, len(ids)
-        return after[len(before):]
-
-    def flush(self, decode, ids: list[int]) -> str:
-        """At the end of the output: the rest, an unfinished character included (as a full decode gives it)."""
-        before, after = decode(ids[self.prefix:self.read]), decode(ids[self.prefix:])
-        self.prefix = self.read = len(ids)
+        self.prefix, self.read = (len(ids), len(ids)) if final else (self.read, len(ids))
         return after[len(before):]

@@ -175,7 +175,7 @@ class Engine:
         if self.tokenizer is None:
             return
         decode, ids = self.tokenizer.decode, seq.output_ids
-        new = seq.detokenizer.flush(decode, ids) if seq.finished else seq.detokenizer.step(decode, ids)
+        new = seq.detokenizer.step(decode, ids, final=seq.finished)
         if not new:
             return
         searched_from = len(seq.text)

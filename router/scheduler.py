@@ -55,28 +55,24 @@ class Scheduler:
     def schedule(self) -> Scheduled | None:
         budget = self.max_num_batched_tokens
         seqs, counts = [], []
-        # decodes first, so that no running sequence waits behind a prompt
-        for seq in self.running:
+
+        def take(seq: Sequence, num_tokens: int) -> int:
+            seqs.append(seq)
+            counts.append(num_tokens)
+            return num_tokens
+
+        for seq in self.running:  # decodes first, so that no running sequence waits behind a prompt
             if seq.prompt_done and budget > 0:
-                seqs.append(seq)
-                counts.append(1)
-                budget -= 1
-        # then the prompts already begun, in admission order
-        for seq in self.running:
+                budget -= take(seq, 1)
+        for seq in self.running:  # then the prompts already begun, in admission order
             if not seq.prompt_done and budget > 0:
-                chunk = min(seq.num_uncached, budget)
-                seqs.append(seq)
-                counts.append(chunk)
-                budget -= chunk
+                budget -= take(seq, min(seq.num_uncached, budget))
         # then new requests, while slots and the budget last
         while self.waiting and budget > 0 and self.cache.num_free_slots and len(self.running) < self.max_num_seqs:
             seq = self.waiting.popleft()
             seq.slot = self.cache.allocate()
             self.running.append(seq)
-            chunk = min(seq.num_uncached, budget)
-            seqs.append(seq)
-            counts.append(chunk)
-            budget -= chunk
+            budget -= take(seq, min(seq.num_uncached, budget))
         if not seqs:
             return None
         # in slot order: when the step's slots are a run (a full batch), attention reads the cache as a view

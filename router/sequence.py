@@ -58,13 +58,11 @@ class Sequence:
 
     def pending_tokens(self, limit: int | None = None) -> list[int]:
         """The next `limit` (default: all) tokens not yet in the cache."""
-        start = self.num_cached
+        start, prompt = self.num_cached, len(self.prompt_ids)
         stop = self.total_len if limit is None else min(self.total_len, start + limit)
-        if start >= len(self.prompt_ids):  # decoding: only output tokens, no copy of the prompt
-            offset = len(self.prompt_ids)
-            return self.output_ids[start - offset:stop - offset]
-        return (self.prompt_ids[start:stop] if stop <= len(self.prompt_ids)
-                else self.prompt_ids[start:] + self.output_ids[:stop - len(self.prompt_ids)])
+        if start >= prompt:  # decoding: only output tokens, no copy of the prompt
+            return self.output_ids[start - prompt:stop - prompt]
+        return (self.prompt_ids[start:] + self.output_ids)[:stop - start]
 
 
 @dataclass(frozen=True)

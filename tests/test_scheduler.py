@@ -45,5 +45,5 @@ def test_incremental_detokenization_equals_a_full_decode():
         detok, text = IncrementalDetokenizer(), ""
         for n in range(1, len(ids)):
             text += detok.step(tokenizer.decode, ids[:n])
-        text += detok.flush(tokenizer.decode, ids)
+        text += detok.step(tokenizer.decode, ids, final=True)
         assert text == tokenizer.decode(ids)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from switchyard.cluster.bench.cpu import cores_used, process_tree
+from switchyard.cluster.cli_serve import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,16 +46,10 @@ class LevelResult:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def switchyard_system(name: str, model: Path, served_name: str, port: int, groups: int,
                       extra: list[str] | None = None) -> System:
     command = [sys.executable, "-m", "switchyard.cluster.cli", "serve", str(model), "--port", str(port),
-               "--served-model-name", served_name, "--groups", str(groups), "--max-num-seqs", "64", *(extra or [])]
+               "--served-model-name", served_name, "--groups", str(groups), *(extra or [])]
     return System(name, command)
 
 
@@ -79,8 +73,8 @@ def find_tool(given: str | None, default: Path, what: str) -> Path | None:
 class Server:
     """One system's server process (its own session, so the whole tree can be stopped)."""
 
-    def __init__(self, system: System, port: int, log_path: Path, log):
-        self.system, self.port, self.log = system, port, log
+    def __init__(self, system: System, port: int, log_path: Path):
+        self.system, self.port = system, port
         self.log_file = open(log_path, "w")
         env = {**os.environ, **system.env}
         env.pop("RAY_ADDRESS", None)
@@ -161,7 +155,7 @@ def run_system(system: System, port: int, served_name: str, tokenizer: Path, aip
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     log(f"[{system.name}] starting: {' '.join(system.command)}")
-    server = Server(system, port, out_dir / "server.log", log)
+    server = Server(system, port, out_dir / "server.log")
     try:
         start = time.monotonic()
         server.wait_ready(served_name, ready_timeout_s)
