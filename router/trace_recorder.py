@@ -31,7 +31,9 @@ def record_generation(engine, prompts: list, params: SamplingParams, out_dir: st
                       source: str = "") -> "TraceRecorder":
     """Run `prompts` through `engine` with every token's routing recorded into one Parquet file in `out_dir`;
     returns the closed recorder (its `files` and counts)."""
-    recorder = TraceRecorder(out_dir, trace_metadata(engine.model.config, model_name, source), rows_per_file=1 << 62)
+    # No timed flush: on a slow machine a 30 s flush split one recording into several files.
+    recorder = TraceRecorder(out_dir, trace_metadata(engine.model.config, model_name, source), rows_per_file=1 << 62,
+                             flush_interval_s=None)
     engine.observer = recorder
     try:
         engine.generate(prompts, params)
@@ -43,7 +45,7 @@ def record_generation(engine, prompts: list, params: SamplingParams, out_dir: st
 
 class TraceRecorder:
     def __init__(self, out_dir: str | Path, metadata: TraceMetadata, sample_rate: float = 1.0,
-                 max_buffer_rows: int = 1_000_000, rows_per_file: int = 500_000, flush_interval_s: float = 30.0):
+                 max_buffer_rows: int = 1_000_000, rows_per_file: int = 500_000, flush_interval_s: float | None = 30.0):
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
         self.out_dir = Path(out_dir)
@@ -108,7 +110,7 @@ class TraceRecorder:
         return result
 
     # -- off the hot path ---------------------------------------------------------------------------------
-    def _write_loop(self, every_s: float) -> None:
+    def _write_loop(self, every_s: float | None) -> None:  # None: flush only when full or closed
         while not self._stop.is_set():
             self._flush_now.wait(every_s)
             self._flush_now.clear()

@@ -3,9 +3,8 @@
 Per layer, from the fitted AffinityMatrix:
 1. partition.py: equal-size groups (E/G experts) maximising co-activation inside groups, with
    expected load within balance_tolerance of the mean;
-2. replicas.py: replica_slots / G extra experts per group where the dispatch rule turns them into
-   fewer groups per token or keeps tokens free to go to the least loaded replica, never pushing the
-   modelled peak load up;
+2. replicas.py: replica_slots / G extra experts per group: copies of the experts with the most load
+   per copy (EPLB's rule), each in the group its co-picks most likely visit already;
 then across layers:
 3. alignment.py: relabel each layer's groups to continue the previous layer's (transition matrix), so
    a token tends to stay on the same group ids.
@@ -29,15 +28,11 @@ class AffinityOptions:
     # Expected-load slack of the partition. Tighter costs fan-out; on held-out traces imbalance is
     # dominated by the traffic shifting anyway (flame-moe: ~1.10 whatever the placement).
     balance_tolerance: float = 0.05
-    # A replica may not raise the modelled peak load above max(peak, (1 + this) x mean).
-    replica_balance_tolerance: float = 0.0
-    # Weight of "tokens left free to pick the least loaded replica" against "groups saved".
-    steer_weight: float = 1.0
     align_layers: bool = True
 
     def __post_init__(self) -> None:
-        if self.balance_tolerance < 0 or self.replica_balance_tolerance < 0 or self.steer_weight < 0:
-            raise ValueError(f"AffinityOptions: tolerances and weights must be >= 0, got {self}")
+        if self.balance_tolerance < 0:
+            raise ValueError(f"AffinityOptions.balance_tolerance must be >= 0, got {self.balance_tolerance}")
 
 
 def affinity_placement(
@@ -45,17 +40,22 @@ def affinity_placement(
     num_groups: int,
     replica_slots: int = 0,
     options: AffinityOptions = AffinityOptions(),
+    partition_pairs: np.ndarray | None = None,
 ) -> Placement:
     """Placement of matrix.layers over num_groups groups; replica_slots = extra experts per layer in
-    total, a multiple of num_groups so every group gets the same memory."""
+    total, a multiple of num_groups so every group gets the same memory. `partition_pairs` [L, E, E]
+    replaces the co-activation the partition keeps together (robust.py passes a shift-penalised one)."""
     num_experts = matrix.num_experts
     if num_groups < 1 or num_experts % num_groups:
         raise ValueError(f"num_groups={num_groups} must divide num_experts={num_experts}")
     if replica_slots < 0 or replica_slots % num_groups:
         raise ValueError(f"replica_slots={replica_slots} must be a non-negative multiple of num_groups={num_groups}")
+    pairs = matrix.coactivation if partition_pairs is None else partition_pairs
+    if pairs.shape != matrix.coactivation.shape:
+        raise ValueError(f"partition_pairs: shape {pairs.shape}, expected {matrix.coactivation.shape}")
     group_of_expert = np.stack(
         [
-            partition_layer(matrix.coactivation[l], matrix.popularity[l], num_groups, options.balance_tolerance)
+            partition_layer(pairs[l], matrix.popularity[l], num_groups, options.balance_tolerance)
             for l in range(matrix.num_layers)
         ]
     )  # [L, E]
@@ -63,14 +63,7 @@ def affinity_placement(
     if replica_slots:
         holds = np.stack(
             [
-                add_replicas(
-                    holds[l],
-                    matrix.coactivation[l],
-                    matrix.popularity[l],
-                    replica_slots // num_groups,
-                    options.replica_balance_tolerance,
-                    options.steer_weight,
-                )
+                add_replicas(holds[l], matrix.coactivation[l], matrix.popularity[l], replica_slots // num_groups)
                 for l in range(matrix.num_layers)
             ]
         )

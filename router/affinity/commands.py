@@ -4,7 +4,7 @@
     switchyard affinity plot --matrix matrix.npz --layer L [--placement P] -o out.png
     switchyard affinity predict --traces FILE [--fit EXPR] [--eval EXPR] [--distance D] [--placement FILE | --groups G]
                                [--batch-tokens N] [--json]
-    switchyard place --traces FILE --groups G [--replicas R] [--fit EXPR] [--eval EXPR] [--json] [-o P]
+    switchyard place --traces FILE --groups G [--replicas R] [--fit EXPR] [--eval EXPR] [--robust] [--json] [-o P]
 
 `register(subparsers)` adds them to a parent parser; every subcommand sets `func(args) -> exit code`.
 `main(argv)` runs them standalone: `python -m switchyard.router.affinity.commands place ...`.
@@ -28,6 +28,7 @@ from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.plot import plot_layer
 from switchyard.router.affinity.neighbours import NEIGHBOURS, fit_neighbours
 from switchyard.router.affinity.prediction import fit_predictor, prediction_recall
+from switchyard.router.affinity.robust import robust_affinity_placement
 from switchyard.router.affinity.strategies import EplbHierarchy, contiguous, eplb, round_robin
 from switchyard.router.affinity.traces import RoutingTrace, read_traces
 
@@ -69,8 +70,10 @@ def compare_strategies(
     hidden_size: int,
     bytes_per_element: int,
     num_nodes: int,
+    robust: bool = False,
 ) -> tuple[list[StrategyRow], Placement]:
-    """Fit on split.fit, score every strategy on split.evaluate -> (rows, the affinity placement)."""
+    """Fit on split.fit, score every strategy on split.evaluate -> (rows, the placement to write: the
+    affinity one, or with `robust` the shift-robust one, which is then scored too)."""
     matrix = fit_affinity(split.fit)
     layers, experts = [int(layer) for layer in matrix.layers], matrix.num_experts
     placements = [contiguous(layers, experts, num_groups), round_robin(layers, experts, num_groups)]
@@ -80,6 +83,9 @@ def compare_strategies(
         placements.append(eplb(matrix.popularity, layers, num_groups, replica_slots, hierarchy))
     chosen = affinity_placement(matrix, num_groups, replica_slots)
     placements.append(chosen)
+    if robust:
+        chosen = robust_affinity_placement(split.fit, num_groups, replica_slots)
+        placements.append(chosen)
     routing = split.evaluate.aligned()
     rows = []
     for placement in placements:
@@ -112,7 +118,7 @@ def format_table(rows: Sequence[StrategyRow]) -> str:
 def run_place(args: argparse.Namespace) -> int:
     split = split_trace(read_traces(args.traces), args.fit, args.eval)
     rows, chosen = compare_strategies(
-        split, args.groups, args.replicas, args.hidden_size, args.bytes_per_element, args.nodes
+        split, args.groups, args.replicas, args.hidden_size, args.bytes_per_element, args.nodes, args.robust
     )
     if args.json:
         print(json.dumps({"fit_rows": split.fit.num_rows, "eval_rows": split.evaluate.num_rows,
@@ -229,6 +235,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--hidden-size", type=int, default=4096, help="model hidden size, for bytes/token")
     place.add_argument("--bytes-per-element", type=int, default=2, help="activation bytes per element (bf16: 2)")
     place.add_argument("--nodes", type=int, default=1, help="nodes the groups span; > 1 adds eplb-hierarchical")
+    place.add_argument("--robust", action="store_true",
+                       help="also fit the shift-robust affinity placement (router/affinity/robust.py) and write that one")
     place.add_argument("-o", "--output", help="write the affinity placement JSON here")
     place.set_defaults(func=run_place)
 
