@@ -11,6 +11,7 @@ import torch
 
 from switchyard.cluster import cli
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.configs.defaults import DEMO_MODEL_DIR
 from switchyard.configs.engine import EngineConfig
 from switchyard.configs.model import ConfigError
 from switchyard.router.async_engine import AsyncEngine
@@ -139,3 +140,9 @@ def test_the_api_fills_left_out_fields_from_the_file(model_dir, engine):
     finally:
         app.state.served.engine.shutdown()
 
+
+
+def test_the_built_in_model_samples_by_default():
+    # the settings `switchyard bench sampling` picked (docs/serving.md, "What was measured")
+    assert load_sampling_defaults(DEMO_MODEL_DIR) == {"temperature": 0.8, "top_p": 0.9, "top_k": 0,
+                                                      "repetition_penalty": 1.2}
