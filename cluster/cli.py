@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 
 from switchyard.cluster import cli_bench, cli_generate, cli_serve, cli_trace
 from switchyard.router.affinity import commands as affinity_commands
@@ -36,6 +37,7 @@ def expert_kernel_flag(parser: argparse.ArgumentParser, **kwargs) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description="Serve Mixture-of-Experts models on Ray.")
+    parser.add_argument("--version", action="version", version=f"switchyard {metadata.version('switchyard')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (cli_generate, cli_serve, cli_bench, cli_trace):
         command.register(sub, engine_flags)

@@ -81,6 +81,22 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_tracing)
 
+    p = which.add_parser("sampling", help="sampling settings by perplexity and repetition on held-out text",
+                         description="Continue prompts of held-out text under a grid of sampling settings; print "
+                                     "each setting's perplexity under the model and its repetition next to the "
+                                     "held-out text's own, and pick the settings for generation_config.json.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", action="append", default=None,
+                   help="held-out text file (repeatable; default: both files of ../shared/data/corpus)")
+    p.add_argument("--text-from", type=float, default=0.95,
+                   help="use each text from this fraction on (0.95: the demo model's held-out last 5%%)")
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=40, help="new tokens per prompt")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_sampling)
+
     p = which.add_parser("experts", help="expert kernels: torch's padded bmm vs per-expert GEMMs, and vLLM's op")
     p.add_argument("--preset", default="moe-32x4", choices=["moe-64x8", "moe-32x4"],
                    help="one MoE layer of this bench model's shape, random weights")
@@ -216,6 +232,30 @@ def run_tracing(args) -> int:
     print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens, median of {args.repeats} runs each")
     rows = tracing.run(model, args.batch, args.max_tokens, args.repeats, args.sample_rate, args.threads)
     print(format_table(["setup", "decode tok/s", "overhead", "rows recorded"], rows))
+    return 0
+
+
+def run_sampling(args) -> int:
+    import json
+    from pathlib import Path
+
+    from switchyard.cluster.bench import sampling
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
+    texts = [Path(t) for t in args.text] if args.text else sorted(corpus.glob("*.txt"))
+    if not texts:
+        raise SystemExit(f"switchyard bench sampling: no text; pass --text FILE (looked in {corpus})")
+    print(f"model: {model}; held-out text: {', '.join(str(t) for t in texts)} from {args.text_from:.0%}")
+    results = sampling.run(model, texts, args.text_from, args.prompts, args.prompt_len, args.max_tokens,
+                           sampling.default_grid(), args.batch, log_to_stderr)
+    chosen = sampling.pick(results)
+    print(format_table(*sampling.table(results, chosen)))
+    print(f"\nchosen (lowest perplexity that repeats about as little as the held-out text): {chosen.label}\n"
+          f"  generation_config.json: {json.dumps(chosen.setting)}\n  e.g. {chosen.sample}")
     return 0
 
 

@@ -9,7 +9,8 @@ import time
 from switchyard.configs.defaults import resolve_model
 from switchyard.configs.engine import AdaptiveRouting, EngineConfig
 from switchyard.configs.model import ConfigError
-from switchyard.router.sampling import InvalidParameter, SamplingParams
+from switchyard.router.generation_config import load_sampling_defaults, sampling_params
+from switchyard.router.sampling import InvalidParameter
 
 
 def register(sub, engine_flags) -> None:
@@ -19,12 +20,16 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--prompts-file", help="a file with one prompt per line")
     engine_flags(p)
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    # sampling flags left out take the model's generation_config.json, else greedy
+    p.add_argument("--temperature", type=float, default=None,
+                   help="0 = greedy; default: the model's generation_config.json, else 0")
+    p.add_argument("--top-p", type=float, default=None, help="default: generation_config.json, else 1")
+    p.add_argument("--top-k", type=int, default=None, help="0 = off; default: generation_config.json, else 0")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI's, in [-2, 2]")
-    p.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI's, in [-2, 2]; e.g. 0.5 against loops")
+    p.add_argument("--presence-penalty", type=float, default=None, help="OpenAI's, in [-2, 2]")
+    p.add_argument("--frequency-penalty", type=float, default=None, help="OpenAI's, in [-2, 2]; e.g. 0.5 against loops")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="transformers' and vLLM's, > 0 (1 = off; 1.1-1.3 against loops)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
@@ -41,10 +46,16 @@ def run(args) -> int:
     if not prompts:
         print("switchyard generate: give at least one PROMPT or --prompts-file", file=sys.stderr)
         return 2
+    model = resolve_model(args.model)
     try:
-        params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                                top_k=args.top_k, seed=args.seed, stop=tuple(args.stop),
-                                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
+        defaults = {"temperature": 0.0, **load_sampling_defaults(model)}
+        params = sampling_params(defaults, max_tokens=args.max_tokens, temperature=args.temperature,
+                                 top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=tuple(args.stop),
+                                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                                 repetition_penalty=args.repetition_penalty)
+    except ConfigError as err:
+        print(f"switchyard generate: {err}", file=sys.stderr)
+        return 2
     except InvalidParameter as err:
         print(f"switchyard generate: --{err.param.replace('_', '-')}: {err}", file=sys.stderr)
         return 2
@@ -57,7 +68,7 @@ def run(args) -> int:
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, dtype=args.dtype,
                           adaptive_routing=adaptive, expert_kernel=args.expert_kernel)
     try:
-        engine = Engine.from_pretrained(resolve_model(args.model), config)
+        engine = Engine.from_pretrained(model, config)
     except ConfigError as err:  # e.g. --expert-kernel vllm without vllm installed
         print(f"switchyard generate: {err}", file=sys.stderr)
         return 2

@@ -89,19 +89,56 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def describe_sampling(defaults: dict) -> str:
+    if not defaults:
+        return "OpenAI's defaults (the model has no sampling keys in generation_config.json)"
+    return "generation_config.json: " + ", ".join(f"{k} {v:g}" for k, v in defaults.items())
+
+
+def ready_message(config, args, sampling: dict) -> str:
+    """What `switchyard serve` prints once the app answers: where, and what it serves how."""
+    name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
+    url = f"http://{args.host}:{args.port}"
+    if config.experts_in_router:
+        experts, transport = "one process (every expert in the router)", "none (one process)"
+    else:
+        experts = f"{config.num_groups} expert groups, placement {config.placement or 'contiguous'}"
+        transport = {"compiled": "Ray Compiled Graph", "actor": "direct actor calls",
+                     "handle": "Serve handles"}[config.router.transport]
+    ingress = ("direct (the router replica answers on the port)" if args.ingress == "direct" else
+               "through Serve's HTTP proxy")
+    lines = [f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)",
+             f"  model      {config.model}",
+             f"  experts    {experts}",
+             f"  transport  {transport}",
+             f"  device     {config.device}, {config.dtype}, expert kernel {config.expert_kernel}",
+             f"  ingress    {ingress}",
+             f"  sampling   {describe_sampling(sampling)}",
+             f"  try        curl {url}/v1/completions -H 'Content-Type: application/json' "
+             f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'"]
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     import ray
     from pydantic import ValidationError
     from ray import serve
 
     from switchyard.cluster.app import build_app
+    from switchyard.configs.model import ConfigError
     from switchyard.configs.serve import AppConfig
     from switchyard.experts.vllm_kernel import VllmUnavailable, load_ops
+    from switchyard.router.generation_config import load_sampling_defaults
 
     try:
         config = AppConfig.model_validate(app_args(args))
     except ValidationError as err:
         print(f"switchyard serve: bad config:\n{err}", file=sys.stderr)
+        return 2
+    try:
+        sampling = load_sampling_defaults(config.model)  # a bad generation_config.json fails before Ray starts
+    except ConfigError as err:
+        print(f"switchyard serve: {err}", file=sys.stderr)
         return 2
     if config.expert_kernel == "vllm":
         try:
@@ -129,11 +166,7 @@ def run(args) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
-        name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
-        url = f"http://{args.host}:{args.port}"
-        print(f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)\n"
-              f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
-              f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'", flush=True)
+        print(ready_message(config, args, sampling), flush=True)
         # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from switchyard.router.async_engine import AsyncEngine
+from switchyard.router.generation_config import sampling_params
 from switchyard.router.sampling import InvalidParameter, SamplingParams
 
 
@@ -30,6 +31,8 @@ class ServedModel:
     engine: AsyncEngine
     max_model_len: int
     created: int = 0
+    # the model's generation_config.json, for requests that leave sampling fields out
+    sampling_defaults: dict = field(default_factory=dict)
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.name}
@@ -54,16 +57,18 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    temperature: float = 1.0
-    top_p: float = 1.0
+    # None = left out: the model's generation_config.json decides, else OpenAI's default
+    temperature: float | None = None
+    top_p: float | None = None
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
-    top_k: int = 0  # not OpenAI's, but vLLM's; accepted the same way
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    top_k: int | None = None  # not OpenAI's, but vLLM's; accepted the same way
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None  # vLLM's too
 
 
 class CompletionRequest(_Common):
@@ -170,14 +175,14 @@ def _validation_error(errors: list[dict]) -> ApiError:
     return ApiError(400, f"{param}: {first.get('msg', 'invalid request')}" if param else "invalid request", param)
 
 
-def _sampling_params(body: _Common, max_tokens: int) -> SamplingParams:
+def _sampling_params(body: _Common, max_tokens: int, defaults: dict) -> SamplingParams:
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", "n")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     try:
-        return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              top_k=body.top_k, seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
-                              frequency_penalty=body.frequency_penalty)
+        return sampling_params(defaults, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                               top_k=body.top_k, seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
+                               frequency_penalty=body.frequency_penalty, repetition_penalty=body.repetition_penalty)
     except InvalidParameter as err:
         raise ApiError(400, str(err), err.param) from err
 
@@ -199,7 +204,7 @@ async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: 
         raise ApiError(400, f"This model's maximum context length is {served.max_model_len} tokens. However, you "
                             f"requested {prompt_tokens + requested} tokens ({prompt_tokens} in the {prompt_param}, "
                             f"{requested} in the completion).", "max_tokens", "context_length_exceeded")
-    params = _sampling_params(body, requested if requested is not None else room)
+    params = _sampling_params(body, requested if requested is not None else room, served.sampling_defaults)
     seq = engine.validate(probe.prompt_ids, params)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     seq.request_id = request_id

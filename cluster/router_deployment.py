@@ -20,6 +20,7 @@ from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine
+from switchyard.router.generation_config import load_sampling_defaults
 
 api = build_openai_app()
 
@@ -48,6 +49,7 @@ class RouterDeployment:
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
         ckpt = Checkpoint.open(cfg.model)
+        sampling_defaults = load_sampling_defaults(cfg.model)  # a bad file fails here, before any weights load
         self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
                                          cfg.prices.expert_replica_per_hour)
         self.transport = None
@@ -64,7 +66,8 @@ class RouterDeployment:
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
         name = cfg.served_model_name or Path(cfg.model).name
-        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
+        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
+                                       sampling_defaults)
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
         if self.transport is None:

@@ -136,7 +136,8 @@ class Engine:
             if len(rows) < len(seqs):
                 logits = logits[rows]
             next_ids = sample(logits, [s.params for s in sampled], [s.generator for s in sampled],
-                              [s.output_ids for s in sampled]).tolist() if sampled else []
+                              [s.output_ids for s in sampled],
+                              [s.prompt_ids for s in sampled]).tolist() if sampled else []
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), scheduled.num_tokens, time.perf_counter() - start)
         self.step_log.append(self.last_step)

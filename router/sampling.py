@@ -1,5 +1,5 @@
-"""Sampling parameters (validated) and the sampler: greedy, temperature, top-k, top-p, per-request seed, and
-OpenAI's presence and frequency penalties."""
+"""Sampling parameters (validated) and the sampler: greedy, temperature, top-k, top-p, per-request seed,
+OpenAI's presence and frequency penalties, and transformers' (and vLLM's) repetition penalty."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default=())
     presence_penalty: float = 0.0  # subtracted once from the logit of every token already generated
     frequency_penalty: float = 0.0  # subtracted per time a token was already generated
+    repetition_penalty: float = 1.0  # divides positive (multiplies negative) logits of prompt and output tokens
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -41,6 +42,9 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise InvalidParameter(name, f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        if not self.repetition_penalty > 0.0:
+            raise InvalidParameter("repetition_penalty",
+                                   f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
         if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameter("stop", "stop must be up to 4 non-empty strings")
 
@@ -50,27 +54,39 @@ class SamplingParams:
 
     @property
     def penalised(self) -> bool:
-        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
 
 
-def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs: list[list[int]]) -> torch.Tensor:
-    """OpenAI's penalties on the tokens each sequence has generated so far (not its prompt, as in OpenAI and
-    vLLM): logit -= frequency_penalty * count + presence_penalty * (count > 0). Rows without them are untouched,
-    and a batch without any is returned as is (no copy)."""
-    rows = [row for row, p in enumerate(params) if p.penalised and outputs[row]]
+def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs: list[list[int]],
+                    prompts: list[list[int]] | None = None) -> torch.Tensor:
+    """The penalties of each row's params on logits [B, V]; rows without them are untouched, and a batch
+    without any is returned as is (no copy).
+
+    - repetition_penalty, as transformers' RepetitionPenaltyLogitsProcessor and vLLM: every token seen so far,
+      in the prompt or the output, has its logit divided by the penalty if positive, multiplied if negative;
+    - OpenAI's penalties, on the generated tokens only (as OpenAI and vLLM):
+      logit -= frequency_penalty * count + presence_penalty * (count > 0)."""
+    rows = [row for row, p in enumerate(params) if p.penalised and (outputs[row] or prompts)]
     if not rows:
         return logits
     logits = logits.clone()
+    vocab = logits.shape[1]
     for row in rows:
         p = params[row]
-        counts = torch.bincount(torch.tensor(outputs[row]), minlength=logits.shape[1])[: logits.shape[1]]
-        logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(outputs[row]).union(prompts[row] if prompts else ())), dtype=torch.long)
+            scores = logits[row, seen]
+            logits[row, seen] = torch.where(scores < 0, scores * p.repetition_penalty, scores / p.repetition_penalty)
+        if outputs[row] and (p.frequency_penalty or p.presence_penalty):
+            counts = torch.bincount(torch.tensor(outputs[row]), minlength=vocab)[:vocab]
+            logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
     return logits
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
-           outputs: list[list[int]] | None = None) -> torch.Tensor:
-    """logits [B, V] float32 → next token ids [B]. `outputs`: each row's generated token ids, for the penalties.
+           outputs: list[list[int]] | None = None, prompts: list[list[int]] | None = None) -> torch.Tensor:
+    """logits [B, V] float32 → next token ids [B]. `outputs`, `prompts`: each row's generated and prompt token
+    ids, for the penalties (the prompt only counts for repetition_penalty).
 
     Greedy rows take the argmax. The others are sampled together, not row by row (a per-row loop of small ops
     costs more than the model's step at large batches): scaled by temperature, cut by top-k and top-p in one
@@ -79,7 +95,7 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
     own generator, so its tokens do not depend on the rest of the batch.
     """
     if outputs is not None:
-        logits = apply_penalties(logits, params, outputs)
+        logits = apply_penalties(logits, params, outputs, prompts)
     rows = [row for row, p in enumerate(params) if not p.greedy]
     next_ids = logits.argmax(dim=-1) if len(rows) < len(params) else torch.empty(len(params), dtype=torch.long)
     if not rows:

@@ -37,6 +37,11 @@ def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
             time.sleep(0.5)
         banner = next(line for line in lines if "Switchyard is serving" in line)
         assert f"http://127.0.0.1:{port}/v1" in banner
+        while not any(line.startswith("  try") for line in lines):  # the rest of the ready block
+            assert time.monotonic() < deadline, f"no ready block after the URL: {lines}"
+            time.sleep(0.1)
+        assert any(line.startswith("  experts    one process") for line in lines)
+        assert any(line.startswith("  sampling   generation_config.json: temperature") for line in lines)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
                        json={"model": "demo-model", "prompt": "The history of", "max_tokens": 8, "temperature": 0})
         assert r.status_code == 200, r.text

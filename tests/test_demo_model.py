@@ -85,9 +85,17 @@ def test_switchyard_and_transformers_pick_the_same_greedy_tokens():
     engine = Engine.from_pretrained(DEMO_MODEL_DIR, EngineConfig(max_num_seqs=4, max_model_len=128))
     prompts = [engine.tokenizer.encode(t) for t in ("The history of", "In 1990, the city", "Railways")]
     ours = engine.generate(prompts, SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True))
+    # greedy with the repetition penalty of the model's generation_config.json, which transformers applies itself
+    penalised = engine.generate(prompts, SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True,
+                                                        repetition_penalty=1.2))
     reference = AutoModelForCausalLM.from_pretrained(DEMO_MODEL_DIR, dtype=torch.float32).eval()
     reference.generation_config.eos_token_id = None
-    for prompt, out in zip(prompts, ours):
+    assert reference.generation_config.repetition_penalty == 1.2
+    for prompt, out, out_penalised in zip(prompts, ours, penalised):
         with torch.no_grad():
-            want = reference.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):]
+            want = reference.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
+                                      repetition_penalty=1.0)[0, len(prompt):]
+            want_penalised = reference.generate(torch.tensor([prompt]), max_new_tokens=32,
+                                                do_sample=False)[0, len(prompt):]
         assert list(out.token_ids) == want.tolist()
+        assert list(out_penalised.token_ids) == want_penalised.tolist() != want.tolist()

@@ -1,0 +1,47 @@
+"""The `switchyard` command line without Ray: --version, and what `serve` prints once ready."""
+
+import argparse
+from importlib import metadata
+
+import pytest
+
+from switchyard.cluster import cli
+from switchyard.cluster.cli_serve import app_args, ready_message
+from switchyard.configs.serve import AppConfig
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"switchyard {metadata.version('switchyard')}"
+
+
+def serve_args(*argv) -> argparse.Namespace:
+    return cli.build_parser().parse_args(["serve", *argv])
+
+
+def lines_of(message: str) -> dict[str, str]:
+    return {line.split()[0]: line.split(None, 1)[1] for line in message.splitlines()[1:]}
+
+
+def test_serve_ready_message_one_process():
+    args = serve_args("--port", "8123")
+    message = ready_message(AppConfig.model_validate(app_args(args)), args, {"temperature": 0.8, "top_k": 40})
+    first = message.splitlines()[0]
+    assert "`demo-model`" in first and "http://127.0.0.1:8123/v1" in first
+    fields = lines_of(message)
+    assert fields["model"].endswith("demo-model")
+    assert fields["experts"].startswith("one process") and fields["transport"].startswith("none")
+    assert fields["device"] == "cpu, float32, expert kernel torch"
+    assert fields["ingress"].startswith("direct")
+    assert fields["sampling"] == "generation_config.json: temperature 0.8, top_k 40"
+
+
+def test_serve_ready_message_expert_groups():
+    args = serve_args("--groups", "2", "--transport", "actor", "--ingress", "proxy", "--served-model-name", "m")
+    fields = lines_of(ready_message(AppConfig.model_validate(app_args(args)), args, {}))
+    assert fields["experts"] == "2 expert groups, placement contiguous"
+    assert fields["transport"] == "direct actor calls"
+    assert fields["ingress"] == "through Serve's HTTP proxy"
+    assert fields["sampling"].startswith("OpenAI's defaults")
