@@ -7,19 +7,23 @@ in-process. Errors are OpenAI error objects: {"error": {"message", "type", "para
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
+                                                 validation_error)
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.sampling import InvalidParameter, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,75 +39,27 @@ class ServedModel:
         return {"status": "ok", "model": self.name}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-# -- request bodies ---------------------------------------------------------------------------------------
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    temperature: float = 1.0
-    top_p: float = 1.0
-    n: int = 1
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    top_k: int = 0  # not OpenAI's, but vLLM's; accepted the same way
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-
-
-class CompletionRequest(_Common):
-    prompt: str | list[int] | list[str]
-    max_tokens: int | None = 16
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: only text is understood
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
-        return self.content or ""
-
-
-class ChatRequest(_Common):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-
-
 # -- the app ----------------------------------------------------------------------------------------------
 def build_openai_app(title: str = "Switchyard") -> FastAPI:
     app = FastAPI(title=title)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request, err: RequestValidationError):
-        return JSONResponse(_validation_error(err.errors()).body(), status_code=400)
+        return JSONResponse(validation_error(err.errors()).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request, err: StarletteHTTPException):
         return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):  # a bug: still an OpenAI error object, never plain text
+        log.exception("unhandled error in a request")
+        return JSONResponse(ApiError(500, f"internal error: {type(err).__name__}", kind="server_error").body(),
+                            status_code=500)
 
     @app.get("/health")
     async def health(request: Request):
@@ -119,11 +75,12 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
     async def completions(request: Request):
         served = _served(request)
         body = await _parse(request, CompletionRequest)
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise ApiError(400, "only one prompt per request is supported (n=1)", "prompt")
-            prompt = prompt[0]
+        prompts = body.prompts()
+        if len(prompts) != 1:
+            raise ApiError(400, "only one prompt per request is supported", "prompt")
+        if body.echo or body.logprobs is not None:
+            raise ApiError(400, "logprobs and echo are not supported yet", "logprobs" if body.logprobs else "echo")
+        prompt = prompts[0]
         return await _respond(served, body, prompt, chat=False, prompt_param="prompt")
 
     @app.post("/v1/chat/completions")
@@ -134,8 +91,12 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         if tokenizer is None:
             raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
                                 "token ids", "messages")
+        if body.logprobs:
+            raise ApiError(400, "logprobs are not supported yet", "logprobs")
+        messages = [{"role": m.role, "content": m.text(i), **({"name": m.name} if m.name else {})}
+                    for i, m in enumerate(body.messages)]
         try:
-            prompt = tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
+            prompt = tokenizer.apply_chat_template(messages)
         except Exception as err:
             raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
         return await _respond(served, body, prompt, chat=True, prompt_param="messages")
@@ -151,33 +112,17 @@ def _served(request: Request) -> ServedModel:
 
 
 async def _parse(request: Request, model: type[BaseModel]):
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise _validation_error(err.errors()) from err
+    return parse_body(await request.body(), model)
 
 
-def _validation_error(errors: list[dict]) -> ApiError:
-    first = errors[0] if errors else {}
-    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-    return ApiError(400, f"{param}: {first.get('msg', 'invalid request')}" if param else "invalid request", param)
-
-
-def _sampling_params(body: _Common, max_tokens: int) -> SamplingParams:
+def _sampling_params(body: CommonRequest, max_tokens: int) -> SamplingParams:
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", "n")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     try:
         return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              top_k=body.top_k, seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
-                              frequency_penalty=body.frequency_penalty)
+                              top_k=max(body.top_k, 0), seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
+                              frequency_penalty=body.frequency_penalty, ignore_eos=body.ignore_eos)
     except InvalidParameter as err:
         raise ApiError(400, str(err), err.param) from err
 
