@@ -6,10 +6,8 @@ in-process. Errors are OpenAI error objects: {"error": {"message", "type", "para
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -20,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
                                                  validation_error)
+from switchyard.cluster.openai_choices import make_job, respond, stream
 from switchyard.router.async_engine import AsyncEngine
-from switchyard.router.sampling import InvalidParameter, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +73,7 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
     async def completions(request: Request):
         served = _served(request)
         body = await _parse(request, CompletionRequest)
-        prompts = body.prompts()
-        if len(prompts) != 1:
-            raise ApiError(400, "only one prompt per request is supported", "prompt")
-        if body.echo or body.logprobs is not None:
-            raise ApiError(400, "logprobs and echo are not supported yet", "logprobs" if body.logprobs else "echo")
-        prompt = prompts[0]
-        return await _respond(served, body, prompt, chat=False, prompt_param="prompt")
+        return await _respond(served, body, body.prompts())
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -91,15 +83,13 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         if tokenizer is None:
             raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
                                 "token ids", "messages")
-        if body.logprobs:
-            raise ApiError(400, "logprobs are not supported yet", "logprobs")
         messages = [{"role": m.role, "content": m.text(i), **({"name": m.name} if m.name else {})}
                     for i, m in enumerate(body.messages)]
         try:
             prompt = tokenizer.apply_chat_template(messages)
         except Exception as err:
             raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
-        return await _respond(served, body, prompt, chat=True, prompt_param="messages")
+        return await _respond(served, body, [prompt])
 
     return app
 
@@ -115,99 +105,11 @@ async def _parse(request: Request, model: type[BaseModel]):
     return parse_body(await request.body(), model)
 
 
-def _sampling_params(body: CommonRequest, max_tokens: int) -> SamplingParams:
-    if body.n != 1:
-        raise ApiError(400, "only n=1 is supported", "n")
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    try:
-        return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                              top_k=max(body.top_k, 0), seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
-                              frequency_penalty=body.frequency_penalty, ignore_eos=body.ignore_eos)
-    except InvalidParameter as err:
-        raise ApiError(400, str(err), err.param) from err
-
-
-async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: str):
+async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str | list[int]]):
     if body.model != served.name:
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{served.name}`",
                        "model", "model_not_found")
-    engine = served.engine
-    try:
-        probe = engine.validate(prompt, SamplingParams(max_tokens=1))
-    except InvalidParameter as err:
-        code = "context_length_exceeded" if "context" in str(err) else None
-        raise ApiError(400, str(err), prompt_param, code) from err
-    prompt_tokens = len(probe.prompt_ids)
-    room = served.max_model_len - prompt_tokens
-    requested = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
-    if requested is not None and requested > room:
-        raise ApiError(400, f"This model's maximum context length is {served.max_model_len} tokens. However, you "
-                            f"requested {prompt_tokens + requested} tokens ({prompt_tokens} in the {prompt_param}, "
-                            f"{requested} in the completion).", "max_tokens", "context_length_exceeded")
-    params = _sampling_params(body, requested if requested is not None else room)
-    seq = engine.validate(probe.prompt_ids, params)
-    request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    seq.request_id = request_id
-    created = int(time.time())
+    job = make_job(served.engine, served.max_model_len, served.name, body, prompts, int(time.time()))
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(engine, seq, served.name, created, chat, include_usage),
-                                 media_type="text/event-stream")
-    final = None
-    async for output in engine.generate(seq):
-        final = output
-    if final.finish_reason == "error":
-        raise ApiError(503, f"generation failed: {final.error}", kind="server_error")
-    usage = _usage(final)
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": final.text}, "logprobs": None,
-                  "finish_reason": final.finish_reason}
-        return {"id": request_id, "object": "chat.completion", "created": created, "model": served.name,
-                "choices": [choice], "usage": usage}
-    choice = {"index": 0, "text": final.text, "logprobs": None, "finish_reason": final.finish_reason}
-    return {"id": request_id, "object": "text_completion", "created": created, "model": served.name,
-            "choices": [choice], "usage": usage}
-
-
-def _usage(output) -> dict:
-    completion = len(output.token_ids)
-    return {"prompt_tokens": output.prompt_tokens, "completion_tokens": completion,
-            "total_tokens": output.prompt_tokens + completion}
-
-
-def _sse(payload: dict | str) -> str:
-    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
-
-
-async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool, include_usage: bool):
-    kind = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta_text: str | None, finish_reason: str | None, first: bool = False) -> dict:
-        if chat:
-            delta = {"role": "assistant", "content": ""} if first else ({} if delta_text is None else
-                                                                        {"content": delta_text})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        else:
-            choice = {"index": 0, "text": delta_text or "", "logprobs": None, "finish_reason": finish_reason}
-        payload = {"id": seq.request_id, "object": kind, "created": created, "model": model, "choices": [choice]}
-        if include_usage:
-            payload["usage"] = None
-        return payload
-
-    if chat:
-        yield _sse(chunk(None, None, first=True))
-    final = None
-    async for output in engine.generate(seq):
-        final = output
-        if output.finish_reason == "error":
-            yield _sse(ApiError(503, f"generation failed: {output.error}", kind="server_error").body())
-            yield _sse("[DONE]")
-            return
-        if output.delta_text:
-            yield _sse(chunk(output.delta_text, None))
-        if output.finished:
-            yield _sse(chunk(None, output.finish_reason))
-    if include_usage and final is not None:
-        yield _sse({"id": seq.request_id, "object": kind, "created": created, "model": model, "choices": [],
-                    "usage": _usage(final)})
-    yield _sse("[DONE]")
+        return StreamingResponse(stream(served.engine, job), media_type="text/event-stream")
+    return await respond(served.engine, job)

@@ -209,6 +209,9 @@ def lone_surrogate(value, path: str = "") -> str | None:
     return None
 
 
+_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
 def validation_error(errors: list[dict]) -> ApiError:
     first = errors[0] if errors else {}
     ctx = first.get("ctx") or {}
@@ -216,7 +219,7 @@ def validation_error(errors: list[dict]) -> ApiError:
         return ApiError(400, str(ctx["error"]), ctx["error"].param)
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # a union (prompt: str | list[...]) reports each member as a step of the path: keep the field's own path
-    loc = [p for p in loc if not any(c in p for c in "[]|")]
+    loc = [p for p in loc if not any(c in p for c in "[]|") and p not in _TYPE_NAMES]
     param = ".".join(loc) or None
     if param is None:
         return ApiError(400, "invalid request")

@@ -9,7 +9,6 @@ the outputs it missed merged into one (as vLLM does), so a slow client costs one
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import threading
@@ -17,7 +16,7 @@ from typing import AsyncIterator
 
 from switchyard.router.engine import Engine
 from switchyard.router.sampling import SamplingParams
-from switchyard.router.sequence import RequestOutput, Sequence
+from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,3 @@ class AsyncEngine:
 def _deliver(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
     for stream, output in items:
         stream.put_nowait(output)
-
-
-def merge_outputs(first: RequestOutput, then: RequestOutput) -> RequestOutput:
-    """Two consecutive outputs of one request as one: the later state, with both deltas."""
-    return dataclasses.replace(then, delta_text=first.delta_text + then.delta_text)

@@ -78,6 +78,7 @@ def test_odd_unicode_prompt_runs_or_names_the_prompt(text):
     ({"prompt": "x", "top_k": 2**40}, "top_k"),
     ({"prompt": []}, "prompt"),
     ({"prompt": [[]]}, None),  # parses; the engine refuses the empty prompt
+    ({"prompt": ["a", [1, 2]]}, "prompt"),  # strings and token ids in one list: not one of OpenAI's forms
     ({"prompt": "x", "n": 0}, "n"),
     ({"prompt": "x", "n": 10**6}, "n"),
     ({"prompt": "x", "logprobs": 21}, "logprobs"),

@@ -121,7 +121,7 @@ BAD = [
     ("top_p", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                                         "top_p": 0}, 400, "top_p"),
     ("max_tokens", "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
-    ("n", "/v1/completions", {"model": MODEL, "prompt": "x", "n": 2}, 400, "n"),
+    ("n", "/v1/completions", {"model": MODEL, "prompt": "x", "n": 17}, 400, "n"),
     ("frequency_penalty", "/v1/completions", {"model": MODEL, "prompt": "x", "frequency_penalty": 2.5}, 400,
      "frequency_penalty"),
     ("no messages", "/v1/chat/completions", {"model": MODEL}, 400, "messages"),
