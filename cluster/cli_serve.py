@@ -32,6 +32,9 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
                    help="direct (default): the router replica itself answers HTTP on --port (Serve's direct "
                         "ingress; one router replica); proxy: through Serve's HTTP proxy, as `serve run` does")
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="require `Authorization: Bearer KEY` on every /v1/ request (repeat for several keys; "
+                        "or set SWITCHYARD_API_KEY, comma-separated)")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
     p.set_defaults(func=run)
@@ -64,6 +67,8 @@ def app_args(args) -> dict:
         config["expert_kernel"] = args.expert_kernel
     if args.torch_threads is not None:
         config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
+    if getattr(args, "api_key", None):
+        config["api_keys"] = [*config.get("api_keys", []), *args.api_key]
     router = config.setdefault("router", {})
     for key in ("transport", "max_model_len", "max_num_seqs"):
         if getattr(args, key) is not None:
@@ -94,6 +99,7 @@ def run(args) -> int:
     from pydantic import ValidationError
     from ray import serve
 
+    from switchyard.cluster.api_keys import resolve_api_keys
     from switchyard.cluster.app import build_app
     from switchyard.configs.serve import AppConfig
     from switchyard.experts.vllm_kernel import VllmUnavailable, load_ops
@@ -131,8 +137,11 @@ def run(args) -> int:
         serve.run(build_app(config), name=config.name, route_prefix="/")
         name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
         url = f"http://{args.host}:{args.port}"
-        print(f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)\n"
-              f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
+        keyed = bool(resolve_api_keys(k.get_secret_value() for k in config.api_keys))
+        auth = " -H 'Authorization: Bearer $KEY'" if keyed else ""  # the key itself is never printed
+        print(f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)"
+              f"{'; every /v1/ request needs an API key' if keyed else ''}\n"
+              f"  curl {url}/v1/completions -H 'Content-Type: application/json'{auth} "
               f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'", flush=True)
         # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)

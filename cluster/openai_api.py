@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
                                                  validation_error)
+from switchyard.cluster.api_keys import ApiKeyAuth
 from switchyard.cluster.openai_choices import make_job, respond, stream
 from switchyard.router.async_engine import AsyncEngine
 
@@ -40,6 +41,8 @@ class ServedModel:
 # -- the app ----------------------------------------------------------------------------------------------
 def build_openai_app(title: str = "Switchyard") -> FastAPI:
     app = FastAPI(title=title)
+    app.state.api_keys = ()  # set by the server (cluster/api_keys.py); empty: no key needed
+    app.add_middleware(ApiKeyAuth)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):

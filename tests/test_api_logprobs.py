@@ -11,21 +11,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from switchyard.cluster.openai_api import ServedModel, build_openai_app
-from switchyard.configs.engine import EngineConfig
-from switchyard.router.async_engine import AsyncEngine
-from switchyard.router.engine import Engine
+from served_app import served_app
 
 MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
 def app(checkpoints):
-    engine = Engine.from_pretrained(checkpoints["qwen3_moe"], EngineConfig(max_num_seqs=8, max_model_len=128))
-    app = build_openai_app()
-    app.state.served = ServedModel(MODEL, AsyncEngine(engine), 128)
-    yield app
-    app.state.served.engine.shutdown()
+    with served_app(checkpoints["qwen3_moe"], MODEL, max_num_seqs=8) as app:
+        yield app
 
 
 def run(app, make):
