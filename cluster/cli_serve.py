@@ -32,6 +32,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
                    help="direct (default): the router replica itself answers HTTP on --port (Serve's direct "
                         "ingress; one router replica); proxy: through Serve's HTTP proxy, as `serve run` does")
+    p.add_argument("--max-waiting-requests", type=int, default=None,
+                   help="requests that may wait for a slot; past it, 429 at once (default 256)")
     p.add_argument("--api-key", action="append", default=None, metavar="KEY",
                    help="require `Authorization: Bearer KEY` on every /v1/ request (repeat for several keys; "
                         "or set SWITCHYARD_API_KEY, comma-separated)")
@@ -70,8 +72,8 @@ def app_args(args) -> dict:
     if getattr(args, "api_key", None):
         config["api_keys"] = [*config.get("api_keys", []), *args.api_key]
     router = config.setdefault("router", {})
-    for key in ("transport", "max_model_len", "max_num_seqs"):
-        if getattr(args, key) is not None:
+    for key in ("transport", "max_model_len", "max_num_seqs", "max_waiting_requests"):
+        if getattr(args, key, None) is not None:
             router[key] = getattr(args, key)
     return config
 

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
                                                  validation_error)
 from switchyard.cluster.api_keys import ApiKeyAuth
-from switchyard.cluster.openai_choices import make_job, respond, stream
+from switchyard.cluster.openai_choices import close, make_job, respond, start, stream
 from switchyard.router.async_engine import AsyncEngine
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ class ServedModel:
     engine: AsyncEngine
     max_model_len: int
     created: int = 0
+    max_waiting_requests: int | None = None  # past max_num_seqs running and this many waiting: 429
+    max_request_bytes: int | None = None  # a larger body: 413
+
+    @property
+    def max_unfinished(self) -> int | None:
+        if self.max_waiting_requests is None:
+            return None
+        return self.engine.engine.config.max_num_seqs + self.max_waiting_requests
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.name}
@@ -105,7 +113,26 @@ def _served(request: Request) -> ServedModel:
 
 
 async def _parse(request: Request, model: type[BaseModel]):
-    return parse_body(await request.body(), model)
+    return parse_body(await _read_body(request, _served(request).max_request_bytes), model)
+
+
+async def _read_body(request: Request, limit: int | None) -> bytes:
+    """The body, refused with a 413 as soon as it passes `limit` bytes (declared or not): a huge body is never
+    held in memory whole."""
+    if limit is None:
+        return await request.body()
+    too_large = ApiError(413, f"the request body is larger than this server's limit of {limit} bytes",
+                         code="request_too_large")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str | list[int]]):
@@ -113,6 +140,10 @@ async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str |
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{served.name}`",
                        "model", "model_not_found")
     job = make_job(served.engine, served.max_model_len, served.name, body, prompts, int(time.time()))
+    start(served.engine, job, served.max_unfinished)
     if body.stream:
-        return StreamingResponse(stream(served.engine, job), media_type="text/event-stream")
-    return await respond(served.engine, job)
+        return StreamingResponse(stream(job), media_type="text/event-stream")
+    try:
+        return await respond(job)
+    finally:
+        close(job)

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 
 from switchyard.cluster.openai_logprobs import chat_logprobs, completion_logprobs, text_length, token_decoder
 from switchyard.cluster.openai_requests import INT64, ApiError, ChatRequest, CommonRequest
-from switchyard.router.async_engine import AsyncEngine
+from switchyard.router.async_engine import AsyncEngine, OutputStream
 from switchyard.router.sampling import InvalidParameter, SamplingParams
 from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
 
@@ -29,6 +29,7 @@ class Choice:
     echo_only: bool = False  # echo with max_tokens 0: the prompt scored, nothing generated
     offset: int = 0  # characters of this choice's text already streamed (for `text_offset`)
     final: RequestOutput | None = field(default=None, repr=False)
+    stream: OutputStream | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -102,17 +103,45 @@ def make_job(engine: AsyncEngine, max_model_len: int, model: str, body: CommonRe
     return Job(request_id, model, created, chat, body, choices, prompt_tokens, token_decoder(tokenizer))
 
 
-async def run_choices(engine: AsyncEngine, choices: list[Choice]) -> AsyncIterator[tuple[Choice, RequestOutput]]:
-    """The outputs of every choice as they come. Closing this generator (a client gone) aborts them all."""
+def start(engine: AsyncEngine, job: Job, max_unfinished: int | None) -> None:
+    """Admit the job's sequences into the engine at once, or refuse them all with a 429 while more than
+    `max_unfinished` sequences would be running or waiting (a flood is turned away here, in the event loop,
+    and never slows the running batch)."""
+    wanted = len(job.choices)
+    if max_unfinished is not None:
+        if wanted > max_unfinished:
+            raise ApiError(400, f"this request asks for {wanted} sequences (prompts × n); this server takes at "
+                                f"most {max_unfinished} at once", "n")
+        if engine.num_unfinished + wanted > max_unfinished:
+            raise ApiError(429, f"the server is at capacity ({engine.num_unfinished} requests running or waiting); "
+                                "retry after a moment", code="too_many_requests", kind="rate_limit_error",
+                           headers={"Retry-After": "1"})
+    for choice in job.choices:
+        choice.stream = engine.submit(choice.seq)
+
+
+def close(job: Job) -> None:
+    """Abort what is still running (the client went away, or another choice failed)."""
+    for choice in job.choices:
+        if choice.stream is not None:
+            choice.stream.close()
+
+
+async def run_choices(job: Job) -> AsyncIterator[tuple[Choice, RequestOutput]]:
+    """The outputs of every (started) choice as they come. Closing this generator aborts them all."""
+    choices = job.choices
     if len(choices) == 1:
-        async for output in engine.generate(choices[0].seq):
-            yield choices[0], output
+        try:
+            async for output in choices[0].stream:
+                yield choices[0], output
+        finally:
+            close(job)
         return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(choice: Choice) -> None:
         try:
-            async for output in engine.generate(choice.seq):
+            async for output in choice.stream:
                 queue.put_nowait((choice, output))
         finally:
             queue.put_nowait((choice, None))
@@ -129,6 +158,7 @@ async def run_choices(engine: AsyncEngine, choices: list[Choice]) -> AsyncIterat
     finally:
         for task in tasks:
             task.cancel()
+        close(job)
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -137,8 +167,8 @@ def _failure(output: RequestOutput) -> ApiError:
 
 
 # -- whole responses --------------------------------------------------------------------------------------
-async def respond(engine: AsyncEngine, job: Job) -> dict:
-    async for choice, output in run_choices(engine, job.choices):
+async def respond(job: Job) -> dict:
+    async for choice, output in run_choices(job):
         choice.final = output if choice.final is None else merge_outputs(choice.final, output)
         if output.finish_reason == "error":
             raise _failure(output)
@@ -184,7 +214,7 @@ def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-async def stream(engine: AsyncEngine, job: Job) -> AsyncIterator[str]:
+async def stream(job: Job) -> AsyncIterator[str]:
     kind = "chat.completion.chunk" if job.chat else "text_completion"
     options = job.body.stream_options
     include_usage = bool(options and options.include_usage)
@@ -205,7 +235,7 @@ async def stream(engine: AsyncEngine, job: Job) -> AsyncIterator[str]:
             if c.prompt_text:
                 c.offset = len(c.prompt_text)
                 yield event({"index": c.index, "text": c.prompt_text, "logprobs": None, "finish_reason": None})
-    async for choice, output in run_choices(engine, job.choices):
+    async for choice, output in run_choices(job):
         choice.final = output if choice.final is None else merge_outputs(choice.final, output)
         if output.finish_reason == "error":
             yield _sse(_failure(output).body())

@@ -66,7 +66,8 @@ class RouterDeployment:
         self.group_handles = group_handles
         name = cfg.served_model_name or Path(cfg.model).name
         api.state.api_keys = resolve_api_keys(k.get_secret_value() for k in cfg.api_keys)
-        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
+        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
+                                       cfg.router.max_waiting_requests, cfg.router.max_request_bytes)
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
         if self.transport is None:

@@ -76,6 +76,10 @@ class RouterSettings(_Strict):
     max_num_batched_tokens: int = Field(2048, ge=1)
     # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
     # extra calls cost more than the overlap wins (`switchyard bench cluster`).
+    max_waiting_requests: int = Field(
+        256, ge=0, description="sequences that may wait for a slot beyond max_num_seqs; past it a request gets 429 "
+                               "with Retry-After at once, rather than a queue that grows without bound")
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body; past it, 413")
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
     transport: Literal["compiled", "actor", "handle"] = Field(
         "compiled", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
