@@ -80,13 +80,13 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": served.created,
                                             "owned_by": "switchyard", "max_model_len": served.max_model_len}]}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
     async def completions(request: Request):
         served = _served(request)
         body = await _parse(request, CompletionRequest)
         return await _respond(served, body, body.prompts())
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
     async def chat(request: Request):
         served = _served(request)
         body = await _parse(request, ChatRequest)
@@ -102,7 +102,26 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
             raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
         return await _respond(served, body, [prompt])
 
+    openapi = app.openapi
+
+    def schema_with_bodies() -> dict:  # the bodies' models are parsed by hand (parse_body): add them to the schema
+        schema = openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (CompletionRequest, ChatRequest):
+            components.update(model.model_json_schema(ref_template=REF).pop("$defs", {}))
+        return schema
+
+    app.openapi = schema_with_bodies
     return app
+
+
+REF = "#/components/schemas/{model}"
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    schema = model.model_json_schema(ref_template=REF)
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _served(request: Request) -> ServedModel:
