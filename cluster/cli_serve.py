@@ -96,6 +96,32 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+SHUTDOWN_DRAIN_S = 15.0
+
+
+def stop_serve(serve, timeout_s: float = SHUTDOWN_DRAIN_S) -> bool:
+    """Let Serve drain and stop its deployments, for at most `timeout_s`: on a busy machine its controller can
+    take minutes, and Ctrl-C must not. Past the bound, Ray's shutdown stops the replicas anyway. True if Serve
+    stopped in time."""
+    import threading
+
+    done = threading.Event()
+
+    def shutdown() -> None:
+        try:
+            serve.shutdown()
+        except Exception as err:  # noqa: BLE001 - a failed drain still ends in ray.shutdown()
+            print(f"switchyard serve: Serve did not shut down cleanly: {err}", file=sys.stderr)
+        finally:
+            done.set()
+
+    threading.Thread(target=shutdown, daemon=True, name="serve-shutdown").start()
+    if done.wait(timeout_s):
+        return True
+    print(f"switchyard serve: Serve took over {timeout_s:g} s to drain; stopping Ray", file=sys.stderr)
+    return False
+
+
 def run(args) -> int:
     import ray
     from pydantic import ValidationError
@@ -154,5 +180,5 @@ def run(args) -> int:
         print("stopping ...", file=sys.stderr)
         return 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_serve(serve)
+        ray.shutdown()  # stops the local Ray this command started, whatever Serve's state
