@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from switchyard.cluster.openai_logprobs import chat_logprobs, completion_logprobs, text_length, token_decoder
+from switchyard.cluster.openai_logprobs import (Decode, chat_logprobs, completion_logprobs, text_length,
+                                                 token_decoder)
 from switchyard.cluster.openai_requests import INT64, ApiError, ChatRequest, CommonRequest
 from switchyard.router.async_engine import AsyncEngine, OutputStream
 from switchyard.router.sampling import InvalidParameter, SamplingParams
@@ -43,7 +44,7 @@ class Job:
     body: CommonRequest
     choices: list[Choice]
     prompt_tokens: int
-    decode: object  # token id → text
+    decode: Decode  # token id → text
 
 
 def sampling_params(body: CommonRequest, max_tokens: int, **logprobs) -> SamplingParams:
