@@ -32,6 +32,11 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
                    help="direct (default): the router replica itself answers HTTP on --port (Serve's direct "
                         "ingress; one router replica); proxy: through Serve's HTTP proxy, as `serve run` does")
+    p.add_argument("--max-waiting-requests", type=int, default=None,
+                   help="requests that may wait for a slot; past it, 429 at once (default 256)")
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="require `Authorization: Bearer KEY` on every /v1/ request (repeat for several keys; "
+                        "or set SWITCHYARD_API_KEY, comma-separated)")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
     p.set_defaults(func=run)
@@ -64,9 +69,11 @@ def app_args(args) -> dict:
         config["expert_kernel"] = args.expert_kernel
     if args.torch_threads is not None:
         config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
+    if getattr(args, "api_key", None):
+        config["api_keys"] = [*config.get("api_keys", []), *args.api_key]
     router = config.setdefault("router", {})
-    for key in ("transport", "max_model_len", "max_num_seqs"):
-        if getattr(args, key) is not None:
+    for key in ("transport", "max_model_len", "max_num_seqs", "max_waiting_requests"):
+        if getattr(args, key, None) is not None:
             router[key] = getattr(args, key)
     return config
 
@@ -95,8 +102,9 @@ def describe_sampling(defaults: dict) -> str:
     return "generation_config.json: " + ", ".join(f"{k} {v:g}" for k, v in defaults.items())
 
 
-def ready_message(config, args, sampling: dict) -> str:
-    """What `switchyard serve` prints once the app answers: where, and what it serves how."""
+def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
+    """What `switchyard serve` prints once the app answers: where, and what it serves how. With API keys it
+    says one is needed, never which."""
     name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
     url = f"http://{args.host}:{args.port}"
     if config.experts_in_router:
@@ -107,16 +115,44 @@ def ready_message(config, args, sampling: dict) -> str:
                      "handle": "Serve handles"}[config.router.transport]
     ingress = ("direct (the router replica answers on the port)" if args.ingress == "direct" else
                "through Serve's HTTP proxy")
-    lines = [f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)",
+    auth = " -H 'Authorization: Bearer $KEY'" if keyed else ""
+    lines = [f"Switchyard is serving `{name}` at {url}/v1  (Ctrl-C to stop)"
+             f"{'; every /v1/ request needs an API key' if keyed else ''}",
              f"  model      {config.model}",
              f"  experts    {experts}",
              f"  transport  {transport}",
              f"  device     {config.device}, {config.dtype}, expert kernel {config.expert_kernel}",
              f"  ingress    {ingress}",
              f"  sampling   {describe_sampling(sampling)}",
-             f"  try        curl {url}/v1/completions -H 'Content-Type: application/json' "
+             f"  try        curl {url}/v1/completions -H 'Content-Type: application/json'{auth} "
              f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'"]
     return "\n".join(lines)
+
+
+SHUTDOWN_DRAIN_S = 15.0
+
+
+def stop_serve(serve, timeout_s: float = SHUTDOWN_DRAIN_S) -> bool:
+    """Let Serve drain and stop its deployments, for at most `timeout_s`: on a busy machine its controller can
+    take minutes, and Ctrl-C must not. Past the bound, Ray's shutdown stops the replicas anyway. True if Serve
+    stopped in time."""
+    import threading
+
+    done = threading.Event()
+
+    def shutdown() -> None:
+        try:
+            serve.shutdown()
+        except Exception as err:  # noqa: BLE001 - a failed drain still ends in ray.shutdown()
+            print(f"switchyard serve: Serve did not shut down cleanly: {err}", file=sys.stderr)
+        finally:
+            done.set()
+
+    threading.Thread(target=shutdown, daemon=True, name="serve-shutdown").start()
+    if done.wait(timeout_s):
+        return True
+    print(f"switchyard serve: Serve took over {timeout_s:g} s to drain; stopping Ray", file=sys.stderr)
+    return False
 
 
 def run(args) -> int:
@@ -124,6 +160,7 @@ def run(args) -> int:
     from pydantic import ValidationError
     from ray import serve
 
+    from switchyard.cluster.api_keys import resolve_api_keys
     from switchyard.cluster.app import build_app
     from switchyard.configs.model import ConfigError
     from switchyard.configs.serve import AppConfig
@@ -166,7 +203,8 @@ def run(args) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
-        print(ready_message(config, args, sampling), flush=True)
+        keyed = bool(resolve_api_keys(k.get_secret_value() for k in config.api_keys))
+        print(ready_message(config, args, sampling, keyed), flush=True)
         # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -176,5 +214,5 @@ def run(args) -> int:
         print("stopping ...", file=sys.stderr)
         return 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_serve(serve)
+        ray.shutdown()  # stops the local Ray this command started, whatever Serve's state

@@ -6,21 +6,23 @@ in-process. Errors are OpenAI error objects: {"error": {"message", "type", "para
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
+                                                 validation_error)
+from switchyard.cluster.api_keys import ApiKeyAuth
+from switchyard.cluster.openai_choices import close, make_job, respond, start, stream
 from switchyard.router.async_engine import AsyncEngine
-from switchyard.router.generation_config import sampling_params
-from switchyard.router.sampling import InvalidParameter, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,84 +33,44 @@ class ServedModel:
     engine: AsyncEngine
     max_model_len: int
     created: int = 0
+    max_waiting_requests: int | None = None  # past max_num_seqs running and this many waiting: 429
+    max_request_bytes: int | None = None  # a larger body: 413
     # the model's generation_config.json, for requests that leave sampling fields out
     sampling_defaults: dict = field(default_factory=dict)
+
+    @property
+    def max_unfinished(self) -> int | None:
+        if self.max_waiting_requests is None:
+            return None
+        return self.engine.engine.config.max_num_seqs + self.max_waiting_requests
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.name}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-# -- request bodies ---------------------------------------------------------------------------------------
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    # None = left out: the model's generation_config.json decides, else OpenAI's default
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int = 1
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    top_k: int | None = None  # not OpenAI's, but vLLM's; accepted the same way
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None  # vLLM's too
-
-
-class CompletionRequest(_Common):
-    prompt: str | list[int] | list[str]
-    max_tokens: int | None = 16
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: only text is understood
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
-        return self.content or ""
-
-
-class ChatRequest(_Common):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-
-
 # -- the app ----------------------------------------------------------------------------------------------
 def build_openai_app(title: str = "Switchyard") -> FastAPI:
     app = FastAPI(title=title)
+    app.state.api_keys = ()  # set by the server (cluster/api_keys.py); empty: no key needed
+    app.add_middleware(ApiKeyAuth)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request, err: RequestValidationError):
-        return JSONResponse(_validation_error(err.errors()).body(), status_code=400)
+        return JSONResponse(validation_error(err.errors()).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request, err: StarletteHTTPException):
         return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):  # a bug: still an OpenAI error object, never plain text
+        log.exception("unhandled error in a request")
+        return JSONResponse(ApiError(500, f"internal error: {type(err).__name__}", kind="server_error").body(),
+                            status_code=500)
 
     @app.get("/health")
     async def health(request: Request):
@@ -120,18 +82,13 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": served.created,
                                             "owned_by": "switchyard", "max_model_len": served.max_model_len}]}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
     async def completions(request: Request):
         served = _served(request)
         body = await _parse(request, CompletionRequest)
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise ApiError(400, "only one prompt per request is supported (n=1)", "prompt")
-            prompt = prompt[0]
-        return await _respond(served, body, prompt, chat=False, prompt_param="prompt")
+        return await _respond(served, body, body.prompts())
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
     async def chat(request: Request):
         served = _served(request)
         body = await _parse(request, ChatRequest)
@@ -139,13 +96,34 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
         if tokenizer is None:
             raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
                                 "token ids", "messages")
+        messages = [{"role": m.role, "content": m.text(i), **({"name": m.name} if m.name else {})}
+                    for i, m in enumerate(body.messages)]
         try:
-            prompt = tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
+            prompt = tokenizer.apply_chat_template(messages)
         except Exception as err:
             raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
-        return await _respond(served, body, prompt, chat=True, prompt_param="messages")
+        return await _respond(served, body, [prompt])
 
+    openapi = app.openapi
+
+    def schema_with_bodies() -> dict:  # the bodies' models are parsed by hand (parse_body): add them to the schema
+        schema = openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (CompletionRequest, ChatRequest):
+            components.update(model.model_json_schema(ref_template=REF).pop("$defs", {}))
+        return schema
+
+    app.openapi = schema_with_bodies
     return app
+
+
+REF = "#/components/schemas/{model}"
+
+
+def _body_schema(model: type[BaseModel]) -> dict:
+    schema = model.model_json_schema(ref_template=REF)
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _served(request: Request) -> ServedModel:
@@ -156,118 +134,38 @@ def _served(request: Request) -> ServedModel:
 
 
 async def _parse(request: Request, model: type[BaseModel]):
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"the request body is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise _validation_error(err.errors()) from err
+    return parse_body(await _read_body(request, _served(request).max_request_bytes), model)
 
 
-def _validation_error(errors: list[dict]) -> ApiError:
-    first = errors[0] if errors else {}
-    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-    return ApiError(400, f"{param}: {first.get('msg', 'invalid request')}" if param else "invalid request", param)
+async def _read_body(request: Request, limit: int | None) -> bytes:
+    """The body, refused with a 413 as soon as it passes `limit` bytes (declared or not): a huge body is never
+    held in memory whole."""
+    if limit is None:
+        return await request.body()
+    too_large = ApiError(413, f"the request body is larger than this server's limit of {limit} bytes",
+                         code="request_too_large")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _sampling_params(body: _Common, max_tokens: int, defaults: dict) -> SamplingParams:
-    if body.n != 1:
-        raise ApiError(400, "only n=1 is supported", "n")
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    try:
-        return sampling_params(defaults, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                               top_k=body.top_k, seed=body.seed, stop=stop, presence_penalty=body.presence_penalty,
-                               frequency_penalty=body.frequency_penalty, repetition_penalty=body.repetition_penalty)
-    except InvalidParameter as err:
-        raise ApiError(400, str(err), err.param) from err
-
-
-async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: str):
+async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str | list[int]]):
     if body.model != served.name:
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{served.name}`",
                        "model", "model_not_found")
-    engine = served.engine
-    try:
-        probe = engine.validate(prompt, SamplingParams(max_tokens=1))
-    except InvalidParameter as err:
-        code = "context_length_exceeded" if "context" in str(err) else None
-        raise ApiError(400, str(err), prompt_param, code) from err
-    prompt_tokens = len(probe.prompt_ids)
-    room = served.max_model_len - prompt_tokens
-    requested = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
-    if requested is not None and requested > room:
-        raise ApiError(400, f"This model's maximum context length is {served.max_model_len} tokens. However, you "
-                            f"requested {prompt_tokens + requested} tokens ({prompt_tokens} in the {prompt_param}, "
-                            f"{requested} in the completion).", "max_tokens", "context_length_exceeded")
-    params = _sampling_params(body, requested if requested is not None else room, served.sampling_defaults)
-    seq = engine.validate(probe.prompt_ids, params)
-    request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    seq.request_id = request_id
-    created = int(time.time())
+    job = make_job(served.engine, served.max_model_len, served.name, body, prompts, int(time.time()),
+                   served.sampling_defaults)
+    start(served.engine, job, served.max_unfinished)
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(engine, seq, served.name, created, chat, include_usage),
-                                 media_type="text/event-stream")
-    final = None
-    async for output in engine.generate(seq):
-        final = output
-    if final.finish_reason == "error":
-        raise ApiError(503, f"generation failed: {final.error}", kind="server_error")
-    usage = _usage(final)
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": final.text}, "logprobs": None,
-                  "finish_reason": final.finish_reason}
-        return {"id": request_id, "object": "chat.completion", "created": created, "model": served.name,
-                "choices": [choice], "usage": usage}
-    choice = {"index": 0, "text": final.text, "logprobs": None, "finish_reason": final.finish_reason}
-    return {"id": request_id, "object": "text_completion", "created": created, "model": served.name,
-            "choices": [choice], "usage": usage}
-
-
-def _usage(output) -> dict:
-    completion = len(output.token_ids)
-    return {"prompt_tokens": output.prompt_tokens, "completion_tokens": completion,
-            "total_tokens": output.prompt_tokens + completion}
-
-
-def _sse(payload: dict | str) -> str:
-    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
-
-
-async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool, include_usage: bool):
-    kind = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta_text: str | None, finish_reason: str | None, first: bool = False) -> dict:
-        if chat:
-            delta = {"role": "assistant", "content": ""} if first else ({} if delta_text is None else
-                                                                        {"content": delta_text})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        else:
-            choice = {"index": 0, "text": delta_text or "", "logprobs": None, "finish_reason": finish_reason}
-        payload = {"id": seq.request_id, "object": kind, "created": created, "model": model, "choices": [choice]}
-        if include_usage:
-            payload["usage"] = None
-        return payload
-
-    if chat:
-        yield _sse(chunk(None, None, first=True))
-    final = None
-    async for output in engine.generate(seq):
-        final = output
-        if output.finish_reason == "error":
-            yield _sse(ApiError(503, f"generation failed: {output.error}", kind="server_error").body())
-            yield _sse("[DONE]")
-            return
-        if output.delta_text:
-            yield _sse(chunk(output.delta_text, None))
-        if output.finished:
-            yield _sse(chunk(None, output.finish_reason))
-    if include_usage and final is not None:
-        yield _sse({"id": seq.request_id, "object": kind, "created": created, "model": model, "choices": [],
-                    "usage": _usage(final)})
-    yield _sse("[DONE]")
+        return StreamingResponse(stream(job), media_type="text/event-stream")
+    try:
+        return await respond(job)
+    finally:
+        close(job)

@@ -10,6 +10,7 @@ import torch
 from fastapi import Response
 from ray import serve
 
+from switchyard.cluster.api_keys import resolve_api_keys
 from switchyard.cluster.compiled_transport import CompiledGraphTransport
 from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
@@ -66,7 +67,9 @@ class RouterDeployment:
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
         name = cfg.served_model_name or Path(cfg.model).name
+        api.state.api_keys = resolve_api_keys(k.get_secret_value() for k in cfg.api_keys)
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
+                                       cfg.router.max_waiting_requests, cfg.router.max_request_bytes,
                                        sampling_defaults)
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:

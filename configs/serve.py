@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from switchyard.configs.engine import AdaptiveRouting, EngineConfig, ExpertKernel
 
@@ -76,6 +76,10 @@ class RouterSettings(_Strict):
     max_num_batched_tokens: int = Field(2048, ge=1)
     # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
     # extra calls cost more than the overlap wins (`switchyard bench cluster`).
+    max_waiting_requests: int = Field(
+        256, ge=0, description="sequences that may wait for a slot beyond max_num_seqs; past it a request gets 429 "
+                               "with Retry-After at once, rather than a queue that grows without bound")
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body; past it, 413")
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
     transport: Literal["compiled", "actor", "handle"] = Field(
         "compiled", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
@@ -105,6 +109,19 @@ class AppConfig(_Strict):
     expert_pool: Pool = Pool(num_cpus=0.5)
     prices: Prices = Prices()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="keys every /v1/ request must send as `Authorization: Bearer KEY` "
+                                          "(also SWITCHYARD_API_KEY, comma-separated); none: the API is open. "
+                                          "The Helm chart takes them from a Secret (`apiKey.existingSecret`)")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _plain_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys):  # the message never holds the key itself
+            text = key.get_secret_value()
+            if not text or any(c.isspace() or c == "," for c in text):
+                raise ValueError(f"api_keys[{i}] is empty or holds whitespace or a comma")
+        return keys
 
     @model_validator(mode="after")
     def _kernel_on_cpu(self):

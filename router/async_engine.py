@@ -9,7 +9,6 @@ the outputs it missed merged into one (as vLLM does), so a slow client costs one
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import threading
@@ -17,7 +16,7 @@ from typing import AsyncIterator
 
 from switchyard.router.engine import Engine
 from switchyard.router.sampling import SamplingParams
-from switchyard.router.sequence import RequestOutput, Sequence
+from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +38,28 @@ class AsyncEngine:
         """Raises InvalidParameter for a request that cannot run."""
         return self.engine.make_sequence(prompt, params, request_id)
 
-    async def generate(self, seq: Sequence) -> AsyncIterator[RequestOutput]:
-        stream: asyncio.Queue = asyncio.Queue()
-        self._streams[seq.request_id] = (asyncio.get_running_loop(), stream)
+    def submit(self, seq: Sequence) -> "OutputStream":
+        """Start `seq` now (from the event loop); its outputs come from iterating the stream. A stream closed,
+        or dropped, before its sequence finished aborts it: the slot is free again within a step."""
+        loop = asyncio.get_running_loop()
+        stream = OutputStream(self, seq.request_id, asyncio.Queue())
+        self._streams[seq.request_id] = (loop, stream.queue)
         self._inbox.put(("add", seq))
         self._wake.set()
-        finished = False
-        try:
-            while not finished:
-                output: RequestOutput = await stream.get()
-                while not output.finished and not stream.empty():
-                    output = merge_outputs(output, stream.get_nowait())
-                finished = output.finished
-                yield output
-        finally:
-            self._streams.pop(seq.request_id, None)
-            if not finished:  # the client went away: free the slot
-                self._inbox.put(("abort", seq.request_id))
-                self._wake.set()
+        return stream
+
+    async def generate(self, seq: Sequence) -> AsyncIterator[RequestOutput]:
+        async for output in self.submit(seq):
+            yield output
+
+    @property
+    def num_unfinished(self) -> int:
+        """Sequences submitted and not yet finished or aborted (running or waiting for a slot)."""
+        return len(self._streams)
+
+    def _abort(self, request_id: str) -> None:
+        self._inbox.put(("abort", request_id))
+        self._wake.set()
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -94,7 +97,8 @@ class AsyncEngine:
     def _publish(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         for output in outputs:
-            target = self._streams.get(output.request_id)
+            # a finished sequence leaves the count at once, whether or not its reader has caught up
+            target = (self._streams.pop if output.finished else self._streams.get)(output.request_id, None)
             if target is not None:
                 loop, stream = target
                 by_loop.setdefault(loop, []).append((stream, output))
@@ -110,6 +114,34 @@ def _deliver(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
         stream.put_nowait(output)
 
 
-def merge_outputs(first: RequestOutput, then: RequestOutput) -> RequestOutput:
-    """Two consecutive outputs of one request as one: the later state, with both deltas."""
-    return dataclasses.replace(then, delta_text=first.delta_text + then.delta_text)
+class OutputStream:
+    """The outputs of one submitted sequence, as an async iterator; outputs the reader missed come merged."""
+
+    def __init__(self, engine: AsyncEngine, request_id: str, stream: asyncio.Queue):
+        self.engine, self.request_id, self.queue = engine, request_id, stream
+        self.finished = False
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]:
+        return self._outputs()
+
+    async def _outputs(self) -> AsyncIterator[RequestOutput]:
+        try:
+            while not self.finished:
+                output: RequestOutput = await self.queue.get()
+                while not output.finished and not self.queue.empty():
+                    output = merge_outputs(output, self.queue.get_nowait())
+                self.finished = output.finished
+                yield output
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.finished and self.engine._streams.pop(self.request_id, None) is not None:
+            self.engine._abort(self.request_id)  # the client went away: free the slot
+
+    def __del__(self):  # a stream never read (its response never started): abort rather than run for nobody
+        self.close()

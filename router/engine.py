@@ -20,9 +20,10 @@ from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel
 from switchyard.router.expert_backend import ExpertBackend, LocalExperts, RoutingObserver, forward_step
 from switchyard.router.kv_cache import make_cache
+from switchyard.router.logprobs import TokenLogprob, token_logprobs
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
-from switchyard.router.sequence import RequestOutput, Sequence
+from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
 from switchyard.router.tokenizer import Tokenizer
 
 
@@ -125,9 +126,13 @@ class Engine:
         seqs = self._in_step = scheduled.seqs
         batch = StepBatch.build([s.pending_tokens(n) for s, n in zip(seqs, scheduled.num_new_tokens)],
                                 [s.num_cached for s in seqs], [s.slot for s in seqs], [s.number for s in seqs])
+        # a prompt scored for `echo` needs the logits of all its tokens, not just the last
+        scoring = any(s.params.prompt_logprobs is not None and not s.prompt_done for s in seqs)
         with torch.inference_mode():
-            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer,
+            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer, all_logits=scoring,
                                   micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
+            if scoring:  # [T, V] → [B, V]
+                logits = self._score_prompts(seqs, scheduled.num_new_tokens, batch, logits)
             for seq, n in zip(seqs, scheduled.num_new_tokens):
                 seq.num_cached += n
             # a prompt still being prefilled in chunks samples nothing until its last chunk
@@ -138,10 +143,36 @@ class Engine:
             next_ids = sample(logits, [s.params for s in sampled], [s.generator for s in sampled],
                               [s.output_ids for s in sampled],
                               [s.prompt_ids for s in sampled]).tolist() if sampled else []
+            wanted = [i for i, s in enumerate(sampled) if s.params.logprobs is not None]
+            scored = dict(zip(wanted, token_logprobs(logits[wanted], [next_ids[i] for i in wanted],
+                                                     [sampled[i].params.logprobs for i in wanted])))
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), scheduled.num_tokens, time.perf_counter() - start)
         self.step_log.append(self.last_step)
-        return [self._postprocess(seq, token) for seq, token in zip(sampled, next_ids)]
+        return [self._postprocess(seq, token, scored.get(i)) for i, (seq, token) in enumerate(zip(sampled, next_ids))]
+
+    def _score_prompts(self, seqs: list[Sequence], counts: list[int], batch: StepBatch,
+                       logits: torch.Tensor) -> torch.Tensor:
+        """With the logits [T, V] of every new token: the logprob of each prompt token given those before it,
+        for the sequences that asked (`prompt_logprobs`). Returns the logits [B, V] of each last token."""
+        rows, targets, num_top, owners = [], [], [], []
+        starts = (batch.last_token_index - batch.new_lens + 1).tolist()
+        for seq, n, start in zip(seqs, counts, starts):
+            k = seq.params.prompt_logprobs
+            if k is None or seq.prompt_done:
+                continue
+            if not seq.prompt_logprobs:
+                seq.prompt_logprobs.append(None)  # the first token has nothing before it
+            for j in range(n):  # the logits at position p score the token at p + 1
+                position = seq.num_cached + j
+                if position + 1 < len(seq.prompt_ids):
+                    rows.append(start + j)
+                    targets.append(seq.prompt_ids[position + 1])
+                    num_top.append(k)
+                    owners.append(seq)
+        for seq, entry in zip(owners, token_logprobs(logits[rows], targets, num_top)):
+            seq.prompt_logprobs.append(entry)
+        return logits[batch.last_token_index]
 
     def fail_step(self, message: str) -> list[RequestOutput]:
         """After `step` raised: end the sequences of that step with an error; the rest run on."""
@@ -154,7 +185,7 @@ class Engine:
         self._in_step = []
         return outputs
 
-    def _postprocess(self, seq: Sequence, token: int) -> RequestOutput:
+    def _postprocess(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> RequestOutput:
         now = time.perf_counter()
         if seq.first_token_time is None:
             seq.first_token_time = now
@@ -163,6 +194,8 @@ class Engine:
             seq.finish_reason = "stop"
         else:
             seq.output_ids.append(token)
+            if logprob is not None:
+                seq.logprobs.append(logprob)
         if not seq.finished and (len(seq.output_ids) >= params.max_tokens or seq.total_len >= self.config.max_model_len):
             seq.finish_reason = "length"
         self._detokenize(seq)
@@ -197,12 +230,18 @@ class Engine:
         safe = max(safe, seq.emitted)
         delta = seq.text[seq.emitted:safe]
         seq.emitted = safe
+        logprobs = tuple(seq.logprobs[seq.emitted_logprobs:])
+        seq.emitted_logprobs = len(seq.logprobs)
+        prompt_logprobs = None
+        if seq.prompt_logprobs and seq.prompt_done and not seq.emitted_prompt_logprobs:
+            prompt_logprobs, seq.emitted_prompt_logprobs = tuple(seq.prompt_logprobs), True
         return RequestOutput(
             request_id=seq.request_id, delta_text=delta, text=seq.text, token_ids=tuple(seq.output_ids),
             prompt_tokens=len(seq.prompt_ids), finished=seq.finished, finish_reason=seq.finish_reason,
             error=seq.error,
             time_to_first_token=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
-            latency=None if seq.finish_time is None else seq.finish_time - seq.arrival_time)
+            latency=None if seq.finish_time is None else seq.finish_time - seq.arrival_time,
+            logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
     # -- offline ------------------------------------------------------------------------------------------
     def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams],
@@ -211,11 +250,14 @@ class Engine:
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         seqs = [self.add_request(p, sp) for p, sp in zip(prompts, per_prompt)]
         final: dict[str, RequestOutput] = {}
+        merged: dict[str, RequestOutput] = {}  # each request's outputs so far as one (their logprobs are deltas)
         while len(final) < len(seqs):
             outputs = self.step()
             if on_step is not None:
                 on_step(outputs)
             for out in outputs:
+                seen = merged.get(out.request_id)
+                merged[out.request_id] = out if seen is None else merge_outputs(seen, out)
                 if out.finished:
-                    final[out.request_id] = out
+                    final[out.request_id] = merged[out.request_id]
         return [final[s.request_id] for s in seqs]

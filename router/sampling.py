@@ -29,6 +29,8 @@ class SamplingParams:
     presence_penalty: float = 0.0  # subtracted once from the logit of every token already generated
     frequency_penalty: float = 0.0  # subtracted per time a token was already generated
     repetition_penalty: float = 1.0  # divides positive (multiplies negative) logits of prompt and output tokens
+    logprobs: int | None = None  # per generated token its logprob and this many top alternatives (router/logprobs.py)
+    prompt_logprobs: int | None = None  # the same for every prompt token after the first (for `echo`)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -45,6 +47,9 @@ class SamplingParams:
         if not self.repetition_penalty > 0.0:
             raise InvalidParameter("repetition_penalty",
                                    f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        for name in ("logprobs", "prompt_logprobs"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise InvalidParameter(name, f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.stop) > 4 or any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameter("stop", "stop must be up to 4 non-empty strings")
 

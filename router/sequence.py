@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from switchyard.router.detokenizer import IncrementalDetokenizer
+from switchyard.router.logprobs import TokenLogprob
 from switchyard.router.sampling import SamplingParams
 
 _numbers = itertools.count()
@@ -32,6 +34,10 @@ class Sequence:
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     finish_time: float | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token, with params.logprobs
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)  # per prompt token (the first: None)
+    emitted_logprobs: int = 0  # entries of `logprobs` already in an output
+    emitted_prompt_logprobs: bool = False
 
     def __post_init__(self) -> None:
         self.request_id = self.request_id or f"req-{self.number}"
@@ -77,3 +83,12 @@ class RequestOutput:
     error: str | None = None
     time_to_first_token: float | None = None
     latency: float | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens added to `token_ids` since the last output
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None  # once, in the first output
+
+
+def merge_outputs(first: RequestOutput, then: RequestOutput) -> RequestOutput:
+    """Two consecutive outputs of one request as one: the later state, with both deltas."""
+    return dataclasses.replace(then, delta_text=first.delta_text + then.delta_text,
+                               logprobs=first.logprobs + then.logprobs,
+                               prompt_logprobs=first.prompt_logprobs or then.prompt_logprobs)

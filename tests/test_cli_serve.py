@@ -23,8 +23,9 @@ def free_port() -> int:
 def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["SWITCHYARD_API_KEY"] = "key-from-env"  # the replica reads it: keys from both places work
     proc = subprocess.Popen([sys.executable, "-m", "switchyard.cluster.cli", "serve", "--port", str(port),
-                             "--num-cpus", "6"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             "--num-cpus", "6", "--api-key", "key-from-flag"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -42,12 +43,23 @@ def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
             time.sleep(0.1)
         assert any(line.startswith("  experts    one process") for line in lines)
         assert any(line.startswith("  sampling   generation_config.json: temperature") for line in lines)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
-                       json={"model": "demo-model", "prompt": "The history of", "max_tokens": 8, "temperature": 0})
+        assert any("needs an API key" in line for line in lines)
+        assert "key-from" not in "".join(lines)  # the banner says a key is needed, never which
+        base = f"http://127.0.0.1:{port}"
+        body = {"model": "demo-model", "prompt": "The history of", "max_tokens": 8, "temperature": 0}
+        assert httpx.post(f"{base}/v1/completions", timeout=60, json=body).status_code == 401
+        assert httpx.get(f"{base}/health", timeout=60).status_code == 200
+        r = httpx.post(f"{base}/v1/completions", timeout=60, json=body,
+                       headers={"Authorization": "Bearer key-from-flag"})
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 8
+        models = httpx.get(f"{base}/v1/models", timeout=60, headers={"Authorization": "Bearer key-from-env"})
+        assert models.status_code == 200, models.text
+        stop = time.monotonic()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert proc.wait(timeout=60) == 0
+        # bounded by the command itself (a 15 s drain, then Ray's shutdown); the margin is for a busy machine
+        assert proc.wait(timeout=120) == 0
+        print(f"stopped {time.monotonic() - stop:.1f} s after Ctrl-C")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -307,6 +307,7 @@ def _expert_group(**change) -> dict:
      "HelmRenderError", "outside the model folder"),
     ({"switchyard": {"expert_pool": {"num_gpus": 2}}}, "HelmRenderError",
      "expert_pool.num_gpus \\(2\\) is more than any expert worker group has"),
+    ({"switchyard": {"api_keys": ["plain"]}}, "HelmRenderError", "put them in a Secret and set apiKey.existingSecret"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(values, error, message):
     with pytest.raises(helm.HelmError) as err:
@@ -318,3 +319,19 @@ def test_bad_values_are_refused_with_a_clear_message(values, error, message):
 def test_lint_reports_values_that_break_the_schema():
     report = helm.lint(CHART, {"routerWorkers": {"minReplicas": -1}})
     assert any("/routerWorkers/minReplicas" in e for e in report["errors"])
+
+
+def test_api_key_comes_from_a_secret_into_every_ray_container(rayservice_validator):
+    rayservice = the(render({"apiKey": {"existingSecret": "llm-keys", "secretKey": "keys"},
+                             "env": [{"name": "X", "value": "1"}]}), "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    for template in pod_templates(rayservice):
+        (container,) = template["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["SWITCHYARD_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "llm-keys", "key": "keys"}}
+        assert "value" not in env["SWITCHYARD_API_KEY"] and env["X"]["value"] == "1"
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "api_keys" not in app_args(rayservice)
+    for template in pod_templates(the(render({}), "RayService")):  # no Secret: no key, the API open
+        assert "SWITCHYARD_API_KEY" not in str(template)

@@ -127,3 +127,19 @@ def test_switchyard_serve_defaults_to_one_process_and_direct_ingress():
     assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve", "--groups", "2"]))).num_groups == 2
     env = direct_ingress_env(8123)  # the router replica alone binds the user's port
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8123" and env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8124"
+
+
+def test_serve_shutdown_is_bounded_when_serve_hangs():
+    import threading
+    import time
+    import types
+
+    from switchyard.cluster.cli_serve import stop_serve
+
+    release = threading.Event()
+    hanging = types.SimpleNamespace(shutdown=lambda: release.wait(30))
+    start = time.monotonic()
+    assert stop_serve(hanging, timeout_s=0.5) is False
+    assert time.monotonic() - start < 5
+    release.set()
+    assert stop_serve(types.SimpleNamespace(shutdown=lambda: None), timeout_s=5) is True

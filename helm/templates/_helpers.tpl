@@ -194,9 +194,16 @@ spec:
         {{- include "switchyard.resources" .node.resources | nindent 8 }}
       securityContext:
         {{- include "switchyard.securityContext" $root | nindent 8 }}
-      {{- with $values.env }}
+      {{- if or $values.env $values.apiKey.existingSecret }}
       env:
+        {{- with $values.apiKey.existingSecret }}
+        - name: SWITCHYARD_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ . | quote }}, key: {{ $values.apiKey.secretKey | quote }}}
+        {{- end }}
+        {{- with $values.env }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
       volumeMounts:
         {{- include "switchyard.volumeMounts" $root | nindent 8 }}

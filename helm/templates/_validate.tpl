@@ -3,6 +3,9 @@ Checks that span several values, which values.schema.json cannot express. Each f
 */}}
 {{- define "switchyard.validate" -}}
 {{- $v := .Values }}
+{{- if $v.switchyard.api_keys }}
+{{- fail "switchyard.api_keys: API keys are not plain values; put them in a Secret and set apiKey.existingSecret (and apiKey.secretKey)" }}
+{{- end }}
 {{- if and $v.model.pvc.claimName $v.model.uri }}
 {{- fail "model: set exactly one of model.pvc.claimName and model.uri (to use the URI, unset the claim: --set model.pvc.claimName=)" }}
 {{- end }}
