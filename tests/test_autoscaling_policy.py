@@ -119,3 +119,19 @@ def test_load_meter_counts_rows_busy_share_and_calls_in_flight():
     assert meter.idle_for() == pytest.approx(0.5)
     now[0] = 2.0
     assert meter.sample() == {"rows_per_s": 0.0, "busy": 0.0, "in_flight": 0.0}
+
+
+def test_the_router_floor_grows_with_sequences_queued_behind_the_running_ones():
+    from switchyard.cluster.group_demand import GroupDemand, expected_rows_per_s
+
+    assert expected_rows_per_s([100.0, 10.0], running=16, waiting=16) == [200.0, 20.0]
+    assert expected_rows_per_s([100.0, 10.0], running=16, waiting=0) == [100.0, 10.0]
+    assert expected_rows_per_s([0.0, 0.0], running=0, waiting=5) == [0.0, 0.0]
+    now = [0.0]
+    demand = GroupDemand(2, clock=lambda: now[0])
+    demand.on_dispatch({0: 30, 1: 5})
+    demand.on_dispatch({0: 10})
+    now[0] = 2.0
+    assert demand.take() == [20.0, 2.5]
+    now[0] = 3.0
+    assert demand.take() == [0.0, 0.0]
