@@ -75,7 +75,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--capacity", type=float, default=None,
-                   help="rows/s of one fully busy replica (default: measured in the fixed-at-max run's first phase)")
+                   help="rows/s of one fully busy replica (default: measured in the fixed-at-min run's first phase)")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
     p.add_argument("--router-price", type=float, default=1.2, help="$ per router replica-hour")
     p.add_argument("--expert-price", type=float, default=3.0, help="$ per expert-group replica-hour")
     p.add_argument("--out", default="runs/bench-autoscale", help="folder for the placement file")
@@ -241,12 +242,12 @@ def run_autoscale(args) -> int:
     if not 1 <= args.min_replicas < args.max_replicas:
         raise SystemExit("switchyard bench autoscale: need 1 <= --min-replicas < --max-replicas")
     prices = (args.router_price, args.expert_price)
-    print(f"model: {model}; 2 expert groups, compiled transport; phases of {args.phase_seconds:.0f} s: prose "
+    print(f"model: {model}; 2 expert groups, {args.transport} transport; phases of {args.phase_seconds:.0f} s: prose "
           f"({text.name}), number tables, one at a time; {args.concurrency} streams, {args.max_tokens} tokens each; "
           f"prices ${prices[0]}/router and ${prices[1]}/expert replica-hour")
     results, capacity = autoscale.run(model, str(text), args.min_replicas, args.max_replicas, args.phase_seconds,
                                       args.concurrency, args.max_tokens, args.capacity, prices, Path(args.out),
-                                      log_to_stderr)
+                                      log_to_stderr, args.transport)
     print(f"capacity used by the autoscaler: {capacity:.0f} rows per busy second" if capacity else
           "capacity: measured live by the policy")
     print(format_table(autoscale.PHASE_HEADERS, autoscale.phase_rows(results, prices)))

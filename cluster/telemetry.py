@@ -39,8 +39,8 @@ class RouterTelemetry:
                                                  description="tokens sent to each expert group")
         meter.create_observable_gauge("switchyard_cost_per_million_tokens", callbacks=[self._observe("cost_per_million_tokens")],
                                       unit="USD", description="replica cost per million generated tokens")
-        meter.create_observable_gauge("switchyard_cost_dollars_per_hour", callbacks=[self._observe("dollars_per_hour")],
-                                      unit="USD", description="cost of the replicas deployed now (absent: not priced)")
+        meter.create_observable_gauge("switchyard_cost_dollars_per_hour", unit="USD",
+                                      callbacks=[self._observe("dollars_per_hour")], description="cost of the replicas deployed now (absent: not priced)")
         meter.create_observable_gauge("switchyard_output_tokens_per_second", unit="tokens/s",
                                       callbacks=[self._observe("tokens_per_second")])
         self.router_price, self.expert_price = router_price, expert_price

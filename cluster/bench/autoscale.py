@@ -72,7 +72,7 @@ def workload(model: Path, text: str, phase_s: float, concurrency: int, max_token
 
 
 def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int, autoscale: bool,
-               capacity: float | None, prices: tuple[float, float]) -> dict:
+               capacity: float | None, prices: tuple[float, float], transport: str = "compiled") -> dict:
     pool = {"num_cpus": 0.25, "torch_threads": 1}
     if autoscale:
         pool["autoscaling"] = {"min_replicas": min_replicas, "max_replicas": max_replicas,
@@ -80,7 +80,7 @@ def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int
     else:
         pool["num_replicas"] = max_replicas
     return {"model": str(model), "served_model_name": "bench", "name": APP, "num_groups": 2, "placement": placement,
-            "router": {"transport": "compiled", "max_num_seqs": 64, "max_model_len": 512},
+            "router": {"transport": transport, "max_num_seqs": 64, "max_model_len": 512},
             "router_pool": {"num_cpus": 1, "torch_threads": 1}, "expert_pool": pool,
             "prices": {"router_replica_per_hour": prices[0], "expert_replica_per_hour": prices[1]}}
 
@@ -203,7 +203,8 @@ async def _warm(url: str, prompt: str, max_tokens: int) -> None:
 
 
 def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: float, concurrency: int,
-        max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log):
+        max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log,
+        transport: str = "compiled"):
     import ray
     from ray import serve
 
@@ -213,17 +214,19 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     all_results = []
     try:
-        fixed_max, measured = run_setup(model, placement, f"fixed at {max_replicas}",
-                                        app_config(model, placement, max_replicas, max_replicas, False, None, prices),
-                                        phases, max_tokens, port, log, measure=capacity is None)
+        def config(low: int, high: int, autoscale: bool, capacity: float | None = None) -> dict:
+            return app_config(model, placement, low, high, autoscale, capacity, prices, transport)
+
+        # capacity where scale-up decisions start: one replica per group, seeing whole batches
+        fixed_min, measured = run_setup(model, placement, f"fixed at {min_replicas}",
+                                        config(min_replicas, min_replicas, False), phases, max_tokens, port, log,
+                                        measure=capacity is None)
         capacity = capacity or measured
         log(f"capacity of one replica: {capacity:.0f} rows per busy second" if capacity else "capacity: not measured")
-        fixed_min, _ = run_setup(model, placement, f"fixed at {min_replicas}",
-                                 app_config(model, placement, min_replicas, min_replicas, False, None, prices),
-                                 phases, max_tokens, port, log)
+        fixed_max, _ = run_setup(model, placement, f"fixed at {max_replicas}",
+                                 config(max_replicas, max_replicas, False), phases, max_tokens, port, log)
         auto, _ = run_setup(model, placement, f"autoscaled {min_replicas}-{max_replicas}",
-                            app_config(model, placement, min_replicas, max_replicas, True, capacity, prices),
-                            phases, max_tokens, port, log)
+                            config(min_replicas, max_replicas, True, capacity), phases, max_tokens, port, log)
         all_results = fixed_min + fixed_max + auto
     finally:
         serve.shutdown()
