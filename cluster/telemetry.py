@@ -37,10 +37,12 @@ class RouterTelemetry:
                                               description="expert groups a token is sent to, per MoE layer")
         self.group_tokens = meter.create_counter("switchyard_group_tokens", unit="tokens",
                                                  description="tokens sent to each expert group")
-        meter.create_observable_gauge("switchyard_cost_per_million_tokens", callbacks=[self._observe("cost_per_million_tokens")],
-                                      unit="USD", description="replica cost per million generated tokens")
+        meter.create_observable_gauge("switchyard_cost_per_million_tokens", unit="USD",
+                                      callbacks=[self._observe("cost_per_million_tokens")],
+                                      description="replica cost per million generated tokens")
         meter.create_observable_gauge("switchyard_cost_dollars_per_hour", unit="USD",
-                                      callbacks=[self._observe("dollars_per_hour")], description="cost of the replicas deployed now (absent: not priced)")
+                                      callbacks=[self._observe("dollars_per_hour")],
+                                      description="cost of the replicas deployed now (absent: not priced)")
         meter.create_observable_gauge("switchyard_output_tokens_per_second", unit="tokens/s",
                                       callbacks=[self._observe("tokens_per_second")])
         self.router_price, self.expert_price = router_price, expert_price
