@@ -245,7 +245,7 @@ def phase_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[
         hours = r.replica_hours(1)
         router_h = r.seconds / 3600.0
         dollars = router_h * prices[0] + (hours - router_h) * prices[1]
-        per_million = dollars / r.tokens * 1e6 if r.tokens and prices[1] > 0 else None
+        per_million = dollars / r.tokens * 1e6 if r.tokens and min(prices) > 0 else None
         ups = ", ".join(f"g{g} {s:.1f}s" for g, s in sorted(r.scale_up_s.items())) or "-"
         rows.append([r.setup, r.phase, " / ".join(f"{m:.1f} (max {x})" for m, x in
                                                     zip(replicas.mean(0), replicas.max(0))),
@@ -264,7 +264,7 @@ def total_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[
         tokens = sum(r.tokens for r in mine)
         itl = [x for r in mine for x in r.itl]
         rows.append([setup, tokens / seconds, _ms(p95(itl)), hours,
-                     dollars / tokens * 1e6 if tokens and prices[1] > 0 else "not priced", sum(r.errors for r in mine)])
+                     dollars / tokens * 1e6 if tokens and min(prices) > 0 else "not priced", sum(r.errors for r in mine)])
     return rows
 
 
