@@ -249,7 +249,7 @@ def phase_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[
         ups = ", ".join(f"g{g} {s:.1f}s" for g, s in sorted(r.scale_up_s.items())) or "-"
         rows.append([r.setup, r.phase, " / ".join(f"{m:.1f} (max {x})" for m, x in
                                                     zip(replicas.mean(0), replicas.max(0))),
-                     r.tokens / r.seconds, _ms(p95(r.itl)), hours, "not priced" if per_million is None else per_million,
+                     r.tokens / r.seconds, _ms(p95(r.itl)), hours, _dollars(per_million, r.tokens, prices),
                      ups, r.errors])
     return rows
 
@@ -263,9 +263,16 @@ def total_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[
         dollars = seconds / 3600.0 * prices[0] + (hours - seconds / 3600.0) * prices[1]
         tokens = sum(r.tokens for r in mine)
         itl = [x for r in mine for x in r.itl]
-        rows.append([setup, tokens / seconds, _ms(p95(itl)), hours,
-                     dollars / tokens * 1e6 if tokens and min(prices) > 0 else "not priced", sum(r.errors for r in mine)])
+        per_million = dollars / tokens * 1e6 if tokens and min(prices) > 0 else None
+        rows.append([setup, tokens / seconds, _ms(p95(itl)), hours, _dollars(per_million, tokens, prices),
+                     sum(r.errors for r in mine)])
     return rows
+
+
+def _dollars(per_million: float | None, tokens: int, prices: tuple[float, float]):
+    if min(prices) <= 0:
+        return "not priced"
+    return "no tokens" if not tokens else per_million
 
 
 def _ms(seconds: float | None):
