@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
+from switchyard.cluster.autoscaling_policy import replicas_budget
 from switchyard.cluster.expert_deployment import ExpertGroupDeployment
 from switchyard.cluster.router_deployment import RouterDeployment, plan_placement
 from switchyard.configs.serve import AppConfig
@@ -31,11 +32,28 @@ def build_app(args: dict) -> Application:
 def bind_expert_groups(config: AppConfig, ckpt: Checkpoint) -> list:
     placement = plan_placement(config, ckpt)
     pool = config.expert_pool
+    names = [config.group_deployment_name(g) for g in range(config.num_groups)]
     bound_groups = []
     for index in range(config.num_groups):
         assignment = placement.experts_of_group(index)
-        name = config.group_deployment_name(index)
-        deployment = ExpertGroupDeployment.options(name=name, **pool.deployment_options())
-        bound_groups.append(deployment.bind(config.name, name, config.model, assignment, config.dtype,
-                                            config.device, pool.torch_threads, config.expert_kernel))
+        options = pool.deployment_options()
+        if pool.autoscaling is not None:
+            options["autoscaling_config"] = group_autoscaling_config(config, index)
+        deployment = ExpertGroupDeployment.options(name=names[index], **options)
+        bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
+                                            config.device, pool.torch_threads, config.expert_kernel, names))
     return bound_groups
+
+
+def group_autoscaling_config(config: AppConfig, group: int) -> dict:
+    """Serve's autoscaling_config of one expert group: Serve's delays and bounds around our policy."""
+    auto = config.expert_pool.autoscaling
+    budget = None
+    if auto.max_cost_per_hour is not None:
+        budget = replicas_budget(auto.max_cost_per_hour, config.prices.expert_replica_per_hour,
+                                 config.router_replicas_most, config.prices.router_replica_per_hour)
+    kwargs = {"group": group, "num_groups": config.num_groups, "target_utilization": auto.target_utilization,
+              "hysteresis": auto.hysteresis, "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
+              "capacity_rows_per_s": auto.capacity_rows_per_s, "budget_total": budget}
+    return {**auto.to_serve(), "policy": {"policy_function": "switchyard.cluster.autoscaling_policy:ExpertGroupPolicy",
+                                          "policy_kwargs": kwargs}}

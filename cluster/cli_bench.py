@@ -62,6 +62,26 @@ def register(sub, engine_flags) -> None:
                    help="extra argument for every `switchyard serve` (repeatable), e.g. --serve-arg=--transport=actor")
     p.set_defaults(func=run_serve)
 
+    p = which.add_parser("autoscale", help="shifting workload: autoscaled expert groups vs fixed at min and max",
+                         description="Prose, then number tables (different expert groups hot), then one request at "
+                                     "a time, served by 2 expert groups fixed at --max-replicas, fixed at "
+                                     "--min-replicas, and autoscaled between them; per phase replicas, tok/s, p95 "
+                                     "ITL, replica-hours, $/1M tokens and scale-up times.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", default=None, help="prose to serve (default: ../shared/data/corpus/wiki-sample.txt)")
+    p.add_argument("--min-replicas", type=int, default=1)
+    p.add_argument("--max-replicas", type=int, default=3)
+    p.add_argument("--phase-seconds", type=float, default=40.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--capacity", type=float, default=None,
+                   help="rows/s of one fully busy replica (default: measured in the fixed-at-min run's first phase)")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--router-price", type=float, default=1.2, help="$ per router replica-hour")
+    p.add_argument("--expert-price", type=float, default=3.0, help="$ per expert-group replica-hour")
+    p.add_argument("--out", default="runs/bench-autoscale", help="folder for the placement file")
+    p.set_defaults(func=run_autoscale)
+
     p = which.add_parser("affinity", help="affinity vs contiguous placement on the served model, end to end")
     p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
     p.add_argument("--text", required=True, help="text to trace: the first windows fit, the rest are the load")
@@ -222,6 +242,33 @@ def run_affinity(args) -> int:
     print(format_table(["placement", "held-out fan-out", "imbalance", "served fan-out", "ms/step", "decode tok/s"],
                        rows))
     return 0
+
+
+def run_autoscale(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench import autoscale
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    text = Path(args.text) if args.text else autoscale.REPO.parent / "shared/data/corpus/wiki-sample.txt"
+    if not text.is_file():
+        raise SystemExit(f"switchyard bench autoscale: no prose at {text}; pass --text FILE")
+    if not 1 <= args.min_replicas < args.max_replicas:
+        raise SystemExit("switchyard bench autoscale: need 1 <= --min-replicas < --max-replicas")
+    prices = (args.router_price, args.expert_price)
+    print(f"model: {model}; 2 expert groups, {args.transport} transport; phases of {args.phase_seconds:.0f} s: prose "
+          f"({text.name}), number tables, one at a time; {args.concurrency} streams, {args.max_tokens} tokens each; "
+          f"prices ${prices[0]}/router and ${prices[1]}/expert replica-hour")
+    results, capacity = autoscale.run(model, str(text), args.min_replicas, args.max_replicas, args.phase_seconds,
+                                      args.concurrency, args.max_tokens, args.capacity, prices, Path(args.out),
+                                      log_to_stderr, args.transport)
+    print(f"capacity used by the autoscaler: {capacity:.0f} rows per busy second" if capacity else
+          "capacity: measured live by the policy")
+    print(format_table(autoscale.PHASE_HEADERS, autoscale.phase_rows(results, prices)))
+    print(format_table(autoscale.TOTAL_HEADERS, autoscale.total_rows(results, prices)))
+    return 1 if any(r.errors for r in results) else 0
 
 
 def run_tracing(args) -> int:

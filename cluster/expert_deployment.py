@@ -4,24 +4,39 @@ Two ways in:
 - `forward` through a Serve deployment handle (Serve's router picks the replica);
 - `call_group` run inside the replica's actor by `__ray_call__`, for the router's direct-call transport,
   which skips Serve's request path on the per-layer hot path.
+
+Both count in the replica's `LoadMeter`, which `record_autoscaling_stats` reports to Serve's autoscaler
+(`autoscaling_policy.py` decides from it). A replica that Serve stops leaves the registry first, then waits
+for the router to stop calling it (its graph rebuilt without it) and for its calls in flight to finish.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 import uuid
 
 import ray
 import torch
 from ray import serve
 
+from switchyard.cluster.load_meter import LoadMeter
 from switchyard.cluster.registry import get_registry
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
+log = logging.getLogger(__name__)
+
 # The group this process serves, for calls that arrive by `__ray_call__` rather than through Serve.
 _SERVING: "ExpertGroupServer | None" = None
+
+# Leaving, wait this long without a call before stopping: the router sees the registry change within its
+# follower's refresh (1 s) and rebuilds its graph between steps.
+DRAIN_QUIET_S = 2.0
+DRAIN_TIMEOUT_S = 15.0  # below Serve's graceful_shutdown_timeout_s (20 s), after which it kills the replica
 
 
 class ExpertGroupServer:
@@ -40,9 +55,14 @@ class ExpertGroupServer:
                 object.__setattr__(experts, "w2", experts.w2.to(self.device))
         self.tensors_read = list(ckpt.tensors_read)
         self.calls = 0
+        self.load = LoadMeter()
 
     def forward(self, request: ExpertRequest) -> ExpertResponse:
         self.calls += 1
+        with self.load.call(int(request.hidden.shape[0])):
+            return self._forward(request)
+
+    def _forward(self, request: ExpertRequest) -> ExpertResponse:
         if self.device.type != "cpu":
             request = ExpertRequest(request.layer, request.hidden.to(self.device),
                                     request.expert_ids.to(self.device), request.weights.to(self.device))
@@ -67,7 +87,7 @@ def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
 class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
                  dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
-                 kernel: str = "torch"):
+                 kernel: str = "torch", group_names: list[str] | None = None):
         super().__init__(model, assignment, dtype, device, torch_threads, kernel)
         # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
         # `global` statement here would write to a copy; set the slot on the real module.
@@ -75,13 +95,34 @@ class ExpertGroupDeployment(ExpertGroupServer):
 
         this_module._SERVING = self
         self.group_name = group_name
+        self.group_names = group_names or [group_name]  # every group of the app, for the cost budget
         self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.registry = get_registry(app_name)
         actor = ray.get_runtime_context().current_actor
         ray.get(self.registry.register.remote(group_name, self.replica_id, actor))
 
-    def __del__(self):
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """This replica's load (LoadMeter), the router's floor for the group, and every group's replica count
+        (for the cost budget), as the policy reads them from `AutoscalingContext.aggregated_metrics`."""
+        stats = self.load.sample()
         try:
-            self.registry.unregister.remote(self.group_name, self.replica_id)
+            floor, replicas = await asyncio.wait_for(self.registry.demand.remote(self.group_name, self.group_names),
+                                                     timeout=2.0)
+        except Exception:  # the registry is briefly unreachable: report the replica's own load alone
+            return stats
+        stats["floor_rows_per_s"] = floor
+        stats.update({f"replicas_g{g}": float(n) for g, n in enumerate(replicas)})
+        return stats
+
+    async def __del__(self):
+        """Serve stops this replica (scale-down): leave the registry, then drain the direct calls, which Serve's
+        graceful shutdown does not see (it waits for handle requests only)."""
+        try:
+            await asyncio.wait_for(self.registry.unregister.remote(self.group_name, self.replica_id), timeout=5)
         except Exception:  # the cluster may be going down; the router drops dead replicas anyway
-            pass
+            return
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline and (self.load.in_flight or self.load.idle_for() < DRAIN_QUIET_S):
+            await asyncio.sleep(0.1)
+        log.info("expert group %s replica %s drained (%d in flight)", self.group_name, self.replica_id,
+                 self.load.in_flight)

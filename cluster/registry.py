@@ -8,6 +8,7 @@ dies without leaving is dropped by the router on its first failed call (`LiveRep
 from __future__ import annotations
 
 import threading
+import time
 
 import ray
 
@@ -19,6 +20,7 @@ class ReplicaRegistry:
     def __init__(self):
         self._replicas: dict[str, dict[str, object]] = {}  # group name -> replica id -> actor handle
         self._version = 0
+        self._floor: dict[str, tuple[float, float]] = {}  # group name -> (rows/s the router expects, when)
 
     def register(self, group: str, replica_id: str, actor) -> None:
         self._replicas.setdefault(group, {})[replica_id] = actor
@@ -27,6 +29,17 @@ class ReplicaRegistry:
     def unregister(self, group: str, replica_id: str) -> None:
         if self._replicas.get(group, {}).pop(replica_id, None) is not None:
             self._version += 1
+
+    def report_floor(self, floors: dict[str, float]) -> None:
+        """The router's expected rows/s per group (its queued work): a floor for the groups' autoscaling."""
+        now = time.monotonic()
+        self._floor.update({group: (rows, now) for group, rows in floors.items()})
+
+    def demand(self, group: str, groups: list[str], max_age_s: float = 5.0) -> tuple[float, list[int]]:
+        """(the group's floor in rows/s, 0 once stale; replicas registered in each of `groups`)."""
+        rows, at = self._floor.get(group, (0.0, 0.0))
+        floor = rows if time.monotonic() - at <= max_age_s else 0.0
+        return floor, [len(self._replicas.get(g, {})) for g in groups]
 
     def version(self) -> int:
         return self._version

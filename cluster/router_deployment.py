@@ -3,6 +3,7 @@ OpenAI API as its HTTP ingress. Its experts are the expert-group deployments."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from ray import serve
 
 from switchyard.cluster.api_keys import resolve_api_keys
 from switchyard.cluster.compiled_transport import CompiledGraphTransport
+from switchyard.cluster.group_demand import GroupDemand, report_floors
 from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.registry import get_registry
 from switchyard.cluster.remote_experts import RemoteExperts
 from switchyard.cluster.telemetry import RouterTelemetry
 from switchyard.cluster.transport import ActorTransport, HandleTransport
@@ -55,10 +58,17 @@ class RouterDeployment:
                                          cfg.prices.expert_replica_per_hour)
         self.transport = None
         self.experts = None  # with every expert in this process (num_groups 0), the engine holds them
+        self._stop = threading.Event()
+        self.demand = None  # the groups' autoscaling floor (group_demand.py), when they autoscale
+        on_dispatch = self.telemetry.on_dispatch
+        if not cfg.experts_in_router and cfg.expert_pool.autoscaling is not None:
+            self.demand = GroupDemand(cfg.num_groups)
+            on_dispatch = lambda tokens, per_group: (self.telemetry.on_dispatch(tokens, per_group),  # noqa: E731
+                                                     self.demand.on_dispatch(per_group))
         if not cfg.experts_in_router:
             self.transport = make_transport(cfg, group_handles)
             self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
-                                         on_dispatch=self.telemetry.on_dispatch)
+                                         on_dispatch=on_dispatch)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
         engine_config = cfg.engine_config()
         engine = Engine.from_checkpoint(ckpt, engine_config, self.experts)
@@ -66,6 +76,12 @@ class RouterDeployment:
         self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
+        if self.demand is not None:
+            scheduler = engine.scheduler
+            names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
+            threading.Thread(target=report_floors, daemon=True, name="switchyard-group-floors",
+                             args=(self.demand, names, get_registry(cfg.name),
+                                   lambda: (len(scheduler.running), len(scheduler.waiting)), self._stop)).start()
         name = cfg.served_model_name or Path(cfg.model).name
         api.state.api_keys = resolve_api_keys(k.get_secret_value() for k in cfg.api_keys)
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
@@ -121,6 +137,8 @@ class RouterDeployment:
         return [await handle.info.remote() for handle in self.group_handles]
 
     def __del__(self):
+        if hasattr(self, "_stop"):
+            self._stop.set()
         if hasattr(self, "engine"):  # __init__ may have failed
             self.engine.shutdown()
         if getattr(self, "transport", None) is not None:

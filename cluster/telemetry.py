@@ -1,7 +1,8 @@
 """Router metrics through OpenTelemetry, exported in Prometheus format at the router's `/metrics`.
 
 Instruments: generated tokens, step time by kind, expert-dispatch fan-out (groups per token per MoE layer),
-tokens sent to each group (per-group load), and the cost per million tokens of the replicas now deployed.
+tokens sent to each group (per-group load), and the live cost of the replicas now deployed ($/hour, output
+tokens/s, $ per million tokens; `cluster/cost.py`, absent while a pool is not priced).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import deque
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from switchyard.cluster.cost import cost_per_hour, cost_per_million_tokens
+from switchyard.cluster.cost import cost_report
 
 
 class RouterTelemetry:
@@ -36,8 +37,14 @@ class RouterTelemetry:
                                               description="expert groups a token is sent to, per MoE layer")
         self.group_tokens = meter.create_counter("switchyard_group_tokens", unit="tokens",
                                                  description="tokens sent to each expert group")
-        meter.create_observable_gauge("switchyard_cost_per_million_tokens", callbacks=[self._observe_cost],
-                                      unit="USD", description="replica cost per million generated tokens")
+        meter.create_observable_gauge("switchyard_cost_per_million_tokens", unit="USD",
+                                      callbacks=[self._observe("cost_per_million_tokens")],
+                                      description="replica cost per million generated tokens")
+        meter.create_observable_gauge("switchyard_cost_dollars_per_hour", unit="USD",
+                                      callbacks=[self._observe("dollars_per_hour")],
+                                      description="cost of the replicas deployed now (absent: not priced)")
+        meter.create_observable_gauge("switchyard_output_tokens_per_second", unit="tokens/s",
+                                      callbacks=[self._observe("tokens_per_second")])
         self.router_price, self.expert_price = router_price, expert_price
         self.replicas = lambda: (1, [])  # set by the router: (router replicas, replicas per expert group)
         self._recent: deque[tuple[float, int]] = deque()
@@ -68,16 +75,15 @@ class RouterTelemetry:
 
     def cost(self) -> dict:
         router, experts = self.replicas()
-        hourly = cost_per_hour(router, experts, self.router_price, self.expert_price)
-        return {"dollars_per_hour": hourly, "tokens_per_second": self.tokens_per_second(),
-                "cost_per_million_tokens": cost_per_million_tokens(hourly, self.tokens_per_second()),
-                "router_replicas": router, "expert_replicas": experts}
+        return cost_report(router, experts, self.router_price, self.expert_price, self.tokens_per_second())
 
-    def _observe_cost(self, _options):
-        from opentelemetry.metrics import Observation
+    def _observe(self, key: str):
+        def callback(_options):
+            from opentelemetry.metrics import Observation
 
-        value = self.cost()["cost_per_million_tokens"]
-        return [] if value is None else [Observation(value, self.attrs)]
+            value = self.cost()[key]
+            return [] if value is None else [Observation(value, self.attrs)]
+        return callback
 
     def prometheus_text(self) -> bytes:
         from prometheus_client import generate_latest

@@ -36,6 +36,51 @@ class Autoscaling(_Strict):
         return out
 
 
+class ExpertAutoscaling(Autoscaling):
+    """Autoscaling of each expert group on what its replicas really compute (busy share, rows/s), by the policy
+    in `cluster/autoscaling_policy.py`: the router's per-layer calls bypass Serve's request counts, so
+    `target_ongoing_requests` would do nothing here and is refused. Defaults react in seconds on a local Ray;
+    the Helm chart's values are a GPU cluster's."""
+
+    min_replicas: int = Field(1, ge=1, description="an expert group with no replica cannot serve a token")
+    max_replicas: int = Field(3, ge=1)
+    target_ongoing_requests: None = Field(None, description="not used by expert groups: see target_utilization")
+    target_utilization: float = Field(0.6, gt=0, le=1, description="busy share of each replica's time to aim for")
+    hysteresis: float = Field(0.2, ge=0, lt=1, description="remove a replica only when the rest would stay this "
+                                                           "share below target_utilization (no flapping)")
+    capacity_rows_per_s: float | None = Field(
+        None, gt=0, description="token rows per second one replica computes when never idle (`switchyard bench "
+                                "autoscale` measures it); default: measured live as rows per busy second")
+    max_cost_per_hour: float | None = Field(
+        None, gt=0, description="dollars per hour of every replica together (router and expert groups, at "
+                                "`prices`): caps how far the groups scale")
+    metrics_interval_s: float = Field(0.5, gt=0, description="how often each replica reports its load")
+    look_back_period_s: float = Field(2.0, gt=0, description="window the load is averaged over")
+    upscale_delay_s: float = Field(1.0, ge=0)
+    downscale_delay_s: float = Field(6.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_request_target(cls, data):
+        if isinstance(data, dict) and data.get("target_ongoing_requests") is not None:
+            raise ValueError("target_ongoing_requests: expert groups scale on their busy share, not on Serve's "
+                             "request count (their per-layer calls bypass it); use target_utilization (0..1)")
+        return data
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.look_back_period_s <= self.metrics_interval_s:
+            raise ValueError(f"look_back_period_s ({self.look_back_period_s}) must be greater than "
+                             f"metrics_interval_s ({self.metrics_interval_s})")
+        return self
+
+    def to_serve(self) -> dict:
+        """Serve's own fields; the policy and its arguments are added per group (`cluster/app.py`)."""
+        return self.model_dump(include={"min_replicas", "max_replicas", "initial_replicas", "upscale_delay_s",
+                                        "downscale_delay_s", "metrics_interval_s", "look_back_period_s"},
+                               exclude_none=True)
+
+
 class Pool(_Strict):
     """Resources and replica count of one deployment (the router, or every expert group)."""
 
@@ -63,8 +108,14 @@ class Pool(_Strict):
         return options
 
 
+class ExpertPool(Pool):
+    """The pool of every expert group: autoscaled on its replicas' own load (ExpertAutoscaling)."""
+
+    autoscaling: ExpertAutoscaling | None = None
+
+
 class Prices(_Strict):
-    """Dollars per replica-hour of each pool, for the reported cost per million tokens (0 = not reported)."""
+    """Dollars per replica-hour of each pool, for the reported cost per million tokens (0 = not priced)."""
 
     router_replica_per_hour: float = Field(0.0, ge=0)
     expert_replica_per_hour: float = Field(0.0, ge=0)
@@ -106,7 +157,7 @@ class AppConfig(_Strict):
                              "vLLM kernel (optional))")
     router: RouterSettings = RouterSettings()
     router_pool: Pool = Pool(num_cpus=1.0)
-    expert_pool: Pool = Pool(num_cpus=0.5)
+    expert_pool: ExpertPool = ExpertPool(num_cpus=0.5)
     prices: Prices = Prices()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
     api_keys: list[SecretStr] = Field(
@@ -142,6 +193,30 @@ class AppConfig(_Strict):
             raise ValueError("num_groups 0 runs the experts in the router, which runs on the CPU: device must be "
                              "'cpu' (or set num_groups >= 1 to put the expert groups on the GPU)")
         return self
+
+    @model_validator(mode="after")
+    def _cost_bound(self):
+        """A cost bound needs prices, and must pay for the fewest replicas the app can run."""
+        auto = self.expert_pool.autoscaling
+        if auto is None or auto.max_cost_per_hour is None:
+            return self
+        prices = self.prices
+        if prices.expert_replica_per_hour <= 0:
+            raise ValueError("expert_pool.autoscaling.max_cost_per_hour needs prices.expert_replica_per_hour > 0")
+        router_most = self.router_replicas_most
+        least = router_most * prices.router_replica_per_hour + \
+            self.num_groups * auto.min_replicas * prices.expert_replica_per_hour
+        if least > auto.max_cost_per_hour + 1e-9:
+            raise ValueError(f"expert_pool.autoscaling.max_cost_per_hour ({auto.max_cost_per_hour}) is below the "
+                             f"cost of the fewest replicas ({least:g} $/h: {router_most} router, {self.num_groups} "
+                             f"groups x min_replicas {auto.min_replicas}); raise it or lower min_replicas")
+        return self
+
+    @property
+    def router_replicas_most(self) -> int:
+        """Router replicas the app may run (what a cost bound must pay for first)."""
+        router = self.router_pool
+        return router.autoscaling.max_replicas if router.autoscaling else router.num_replicas
 
     @property
     def experts_in_router(self) -> bool:

@@ -17,3 +17,23 @@ def test_bench_engine_in_bfloat16_counts_matching_sequences(checkpoints, capsys)
             "--prompt-len", "6", "--threads", "1", "--dtype", "bfloat16", "--expert-kernel", "torch"]
     assert main(argv) == 0  # lower precision may drift, so it reports rather than fails
     assert "bfloat16" in capsys.readouterr().out
+
+
+def test_bench_autoscale_workload_makes_number_tables_hot_on_group_0_and_counts_replica_hours():
+    import numpy as np
+
+    from switchyard.cluster.bench.autoscale import PhaseResult, phase_rows
+    from switchyard.cluster.bench.shifting_load import hot_placement, number_prompts
+
+    counts = np.array([[0, 9, 1, 5], [7, 0, 0, 2]])  # [L, E] picks
+    placement = hot_placement(counts, (0, 1), 2)
+    assert placement.experts_of_group(0) == {0: [1, 3], 1: [0, 3]}
+    assert placement.experts_of_group(1) == {0: [0, 2], 1: [1, 2]}
+    assert number_prompts(2) == number_prompts(2) and all(p.replace(" ", "").isdigit() for p in number_prompts(2))
+    # 36 s at 1 router + 3 and 1 expert replicas on average: 5 replicas x 0.01 h
+    phase = PhaseResult("auto", "numbers", 36.0, replicas=[[3, 1], [3, 1]], tokens=3600, itl=[0.1, 0.2])
+    assert abs(phase.replica_hours(1) - 0.05) < 1e-12
+    row = phase_rows([phase], prices=(1.0, 2.0))[0]
+    # $: 0.01 h x $1 (router) + 0.04 h x $2 = $0.09 for 3600 tokens
+    assert abs(row[6] - 0.09 / 3600 * 1e6) < 1e-9 and row[3] == 100.0
+    assert phase_rows([phase], prices=(1.0, 0.0))[0][6] == "not priced"

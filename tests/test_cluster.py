@@ -236,11 +236,13 @@ def test_metrics_and_cost_are_reported(request, app):
     httpx.post(f"{two_groups.url}/v1/completions", timeout=60, json={"model": MODEL, "prompt": "yard", "max_tokens": 6})
     text = httpx.get(f"{two_groups.url}/metrics", timeout=30).text
     for name in ("switchyard_dispatch_fan_out", "switchyard_group_tokens_total", "switchyard_generated_tokens_total",
-                 "switchyard_step_seconds"):
+                 "switchyard_step_seconds", "switchyard_output_tokens_per_second"):
         assert name in text, name
+    assert "switchyard_cost_dollars_per_hour_USD{" not in text  # no prices set: not priced, not $0
     assert 'group="0"' in text and 'group="1"' in text
     cost = httpx.get(f"{two_groups.url}/v1/switchyard/stats", timeout=30).json()["cost"]
     assert cost["expert_replicas"] == [1, 1]
+    assert cost["priced"] is False and cost["dollars_per_hour"] is None and cost["cost_per_million_tokens"] is None
 
 
 def test_an_idle_compiled_graph_app_leaves_its_expert_replicas_idle(two_groups_compiled):

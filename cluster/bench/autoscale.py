@@ -1,0 +1,284 @@
+"""`switchyard bench autoscale`: the shifting workload with autoscaled expert groups against fixed replica counts.
+
+Each setup (fixed at the minimum, fixed at the maximum, autoscaled between them) serves the same phases:
+prose, then number tables (`shifting_load.py`: different groups hot), then one request at a time. A sampler
+reads `serve.status()` every half second; streaming requests give each request's inter-token latency
+((end - first token) / (tokens - 1), as aiperf defines it). Per phase: replicas per group, output tok/s, p95
+ITL, replica-hours (router and expert replicas) and $ per million output tokens at the given prices, and how
+long each scale-up took to show in `serve.status()` after the phase began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from switchyard.cluster.bench.shifting_load import hot_placement, number_prompts, prose_prompts, routing_counts
+from switchyard.cluster.cli_serve import free_port
+
+APP = "bench-autoscale"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    prompts: list[str]
+    seconds: float
+    concurrency: int
+
+
+@dataclass
+class PhaseResult:
+    setup: str
+    phase: str
+    seconds: float
+    replicas: list[list[int]] = field(default_factory=list)  # per sample: [group replicas]
+    tokens: int = 0
+    itl: list[float] = field(default_factory=list)  # per request, seconds
+    errors: int = 0
+    scale_up_s: dict[int, float] = field(default_factory=dict)  # group -> seconds after phase start
+
+    def replica_hours(self, router_replicas: int) -> float:
+        mean = float(np.mean([router_replicas + sum(r) for r in self.replicas])) if self.replicas else 0.0
+        return mean * self.seconds / 3600.0
+
+
+def workload(model: Path, text: str, phase_s: float, concurrency: int, max_tokens: int, out: Path, log):
+    """The phases, and the placement that makes number tables hot on group 0 (from their routing on a
+    single-process engine)."""
+    from switchyard.configs.engine import EngineConfig
+    from switchyard.router.engine import Engine
+    from switchyard.router.sampling import SamplingParams
+
+    numbers = number_prompts(32)
+    prose = prose_prompts(text, 32)
+    log("routing of the number tables on a single-process engine ...")
+    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=32, max_model_len=512))
+    counts, _ = routing_counts(engine, numbers[:16], SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    out.mkdir(parents=True, exist_ok=True)
+    placement = out / "numbers-hot.json"
+    hot_placement(counts, engine.model.config.moe_layers, engine.model.config.num_experts // 4).save(placement)
+    phases = [Phase("prose", prose, phase_s, concurrency), Phase("numbers", numbers, phase_s, concurrency),
+              Phase("one at a time", prose, phase_s / 2, 1)]
+    return phases, str(placement)
+
+
+def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int, autoscale: bool,
+               capacity: float | None, prices: tuple[float, float], transport: str = "compiled") -> dict:
+    pool = {"num_cpus": 0.25, "torch_threads": 1}
+    if autoscale:
+        pool["autoscaling"] = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                               "capacity_rows_per_s": capacity}
+    else:
+        pool["num_replicas"] = max_replicas
+    return {"model": str(model), "served_model_name": "bench", "name": APP, "num_groups": 2, "placement": placement,
+            "router": {"transport": transport, "max_num_seqs": 64, "max_model_len": 512},
+            "router_pool": {"num_cpus": 1, "torch_threads": 1}, "expert_pool": pool,
+            "prices": {"router_replica_per_hour": prices[0], "expert_replica_per_hour": prices[1]}}
+
+
+def group_replicas() -> list[int]:
+    from ray import serve
+
+    deployments = serve.status().applications[APP].deployments
+    return [sum(deployments[f"{APP}-experts-{g}"].replica_states.values()) for g in range(2)]
+
+
+async def _request(client, url: str, prompt: str, max_tokens: int) -> tuple[int, float | None]:
+    """(output tokens, inter-token latency) of one streaming completion; (-1, None) on an error."""
+    body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    first = end = None
+    tokens = 0
+    async with client.stream("POST", url, json=body) as r:
+        if r.status_code != 200:
+            return -1, None
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            elif chunk.get("choices") and first is None:
+                first = time.monotonic()
+            end = time.monotonic()
+    itl = (end - first) / (tokens - 1) if first is not None and tokens > 1 else None
+    return tokens, itl
+
+
+def run_phase(url: str, setup: str, phase: Phase, max_tokens: int, capacity_probe=None) -> PhaseResult:
+    result = PhaseResult(setup, phase.name, phase.seconds)
+    start = time.monotonic()
+    stop = threading.Event()
+    initial = group_replicas()
+
+    def sample():
+        while not stop.is_set():
+            counts = group_replicas()
+            result.replicas.append(counts)
+            for g, (now, was) in enumerate(zip(counts, initial)):
+                if now > was and g not in result.scale_up_s:
+                    result.scale_up_s[g] = time.monotonic() - start
+            stop.wait(0.5)
+
+    async def load():
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def worker(w: int):
+                i = w
+                while time.monotonic() - start < phase.seconds:
+                    tokens, itl = await _request(client, url, phase.prompts[i % len(phase.prompts)], max_tokens)
+                    i += phase.concurrency
+                    if tokens < 0:
+                        result.errors += 1
+                        continue
+                    if time.monotonic() - start <= phase.seconds:  # finished inside the phase
+                        result.tokens += tokens
+                    if itl is not None:
+                        result.itl.append(itl)
+            await asyncio.gather(*[worker(w) for w in range(phase.concurrency)])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        asyncio.run(load())
+    finally:
+        stop.set()
+        sampler.join()
+    result.seconds = max(phase.seconds, time.monotonic() - start)
+    return result
+
+
+def measured_capacity() -> float | None:
+    """Rows per busy second over every expert replica since their last sample (their LoadMeters)."""
+    import ray
+
+    from switchyard.cluster.registry import get_registry
+
+    def sample(_actor):
+        from switchyard.cluster import expert_deployment
+
+        return expert_deployment._SERVING.load.sample()
+
+    _, replicas = ray.get(get_registry(APP).snapshot.remote())
+    samples = ray.get([a.__ray_call__.remote(sample) for group in replicas.values() for a in group.values()])
+    busy = sum(s["busy"] for s in samples)
+    return sum(s["rows_per_s"] for s in samples) / busy if busy > 0.05 else None
+
+
+def run_setup(model: Path, placement: str, label: str, config: dict, phases: list[Phase], max_tokens: int,
+              port: int, log, measure: bool = False) -> tuple[list[PhaseResult], float | None]:
+    from ray import serve
+
+    from switchyard.cluster.app import build_app
+
+    log(f"{label}: deploying ...")
+    serve.run(build_app(config), name=APP, route_prefix=f"/{APP}")
+    url = f"http://127.0.0.1:{port}/{APP}/v1/completions"
+    results, capacity = [], None
+    try:
+        asyncio.run(_warm(url, phases[0].prompts[0], max_tokens))
+        if measure:
+            measured_capacity()  # start a fresh window
+        for phase in phases:
+            log(f"{label}: {phase.name} ({phase.seconds:.0f} s, {phase.concurrency} at a time) ...")
+            results.append(run_phase(url, label, phase, max_tokens))
+            if measure and phase is phases[0]:
+                capacity = measured_capacity()
+    finally:
+        serve.delete(APP)
+    return results, capacity
+
+
+async def _warm(url: str, prompt: str, max_tokens: int) -> None:
+    async with httpx.AsyncClient(timeout=300) as client:
+        await _request(client, url, prompt, max_tokens)
+
+
+def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: float, concurrency: int,
+        max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log,
+        transport: str = "compiled"):
+    import ray
+    from ray import serve
+
+    phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log)
+    port = free_port("127.0.0.1")
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    all_results = []
+    try:
+        def config(low: int, high: int, autoscale: bool, capacity: float | None = None) -> dict:
+            return app_config(model, placement, low, high, autoscale, capacity, prices, transport)
+
+        # capacity where scale-up decisions start: one replica per group, seeing whole batches
+        fixed_min, measured = run_setup(model, placement, f"fixed at {min_replicas}",
+                                        config(min_replicas, min_replicas, False), phases, max_tokens, port, log,
+                                        measure=capacity is None)
+        capacity = capacity or measured
+        log(f"capacity of one replica: {capacity:.0f} rows per busy second" if capacity else "capacity: not measured")
+        fixed_max, _ = run_setup(model, placement, f"fixed at {max_replicas}",
+                                 config(max_replicas, max_replicas, False), phases, max_tokens, port, log)
+        auto, _ = run_setup(model, placement, f"autoscaled {min_replicas}-{max_replicas}",
+                            config(min_replicas, max_replicas, True, capacity), phases, max_tokens, port, log)
+        all_results = fixed_min + fixed_max + auto
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return all_results, capacity
+
+
+def p95(values: list[float]) -> float | None:
+    return float(np.percentile(values, 95)) if values else None
+
+
+def phase_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[list]:
+    rows = []
+    for r in results:
+        replicas = np.array(r.replicas) if r.replicas else np.zeros((1, 2))
+        hours = r.replica_hours(1)
+        router_h = r.seconds / 3600.0
+        dollars = router_h * prices[0] + (hours - router_h) * prices[1]
+        per_million = dollars / r.tokens * 1e6 if r.tokens and min(prices) > 0 else None
+        ups = ", ".join(f"g{g} {s:.1f}s" for g, s in sorted(r.scale_up_s.items())) or "-"
+        rows.append([r.setup, r.phase, " / ".join(f"{m:.1f} (max {x})" for m, x in
+                                                    zip(replicas.mean(0), replicas.max(0))),
+                     r.tokens / r.seconds, _ms(p95(r.itl)), hours, _dollars(per_million, r.tokens, prices),
+                     ups, r.errors])
+    return rows
+
+
+def total_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[list]:
+    rows = []
+    for setup in dict.fromkeys(r.setup for r in results):
+        mine = [r for r in results if r.setup == setup]
+        hours = sum(r.replica_hours(1) for r in mine)
+        seconds = sum(r.seconds for r in mine)
+        dollars = seconds / 3600.0 * prices[0] + (hours - seconds / 3600.0) * prices[1]
+        tokens = sum(r.tokens for r in mine)
+        itl = [x for r in mine for x in r.itl]
+        per_million = dollars / tokens * 1e6 if tokens and min(prices) > 0 else None
+        rows.append([setup, tokens / seconds, _ms(p95(itl)), hours, _dollars(per_million, tokens, prices),
+                     sum(r.errors for r in mine)])
+    return rows
+
+
+def _dollars(per_million: float | None, tokens: int, prices: tuple[float, float]):
+    if min(prices) <= 0:
+        return "not priced"
+    return "no tokens" if not tokens else per_million
+
+
+def _ms(seconds: float | None):
+    return None if seconds is None else 1000 * seconds
+
+
+PHASE_HEADERS = ["setup", "phase", "replicas g0 / g1 (mean, max)", "output tok/s", "p95 ITL ms", "replica-hours",
+                 "$/1M tokens", "scale-up after", "errors"]
+TOTAL_HEADERS = ["setup", "output tok/s", "p95 ITL ms", "replica-hours", "$/1M tokens", "errors"]
