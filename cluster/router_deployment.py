@@ -81,7 +81,7 @@ class RouterDeployment:
         if self.experts is not None:
             s = self.experts.stats
             dispatch = {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
-                        "tokens_per_group": s.tokens_per_group}
+                        "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
                 "cost": self.telemetry.cost()}

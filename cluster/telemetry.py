@@ -6,6 +6,7 @@ tokens sent to each group (per-group load), and the cost per million tokens of t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
@@ -41,6 +42,9 @@ class RouterTelemetry:
         self.router_price, self.expert_price = router_price, expert_price
         self.replicas = lambda: (1, [])  # set by the router: (router replicas, replicas per expert group)
         self._recent: deque[tuple[float, int]] = deque()
+        # The engine thread writes the window while the HTTP thread (/metrics, stats, the cost gauge) reads
+        # it: iterating a deque that another thread appends to raises "deque mutated during iteration".
+        self._recent_lock = threading.Lock()
         self.window_s = window_s
 
     # -- recording ----------------------------------------------------------------------------------------
@@ -48,9 +52,10 @@ class RouterTelemetry:
         self.steps.record(seconds, {**self.attrs, "kind": kind})
         self.tokens.add(generated, self.attrs)
         now = time.monotonic()
-        self._recent.append((now, generated))
-        while self._recent and self._recent[0][0] < now - self.window_s:
-            self._recent.popleft()
+        with self._recent_lock:
+            self._recent.append((now, generated))
+            while self._recent and self._recent[0][0] < now - self.window_s:
+                self._recent.popleft()
 
     def on_dispatch(self, num_tokens: int, tokens_per_group: dict[int, int]) -> None:
         if num_tokens:
@@ -60,7 +65,8 @@ class RouterTelemetry:
 
     # -- reading ------------------------------------------------------------------------------------------
     def tokens_per_second(self) -> float:
-        recent = tuple(self._recent)  # one copy (atomic): the engine thread appends while HTTP reads
+        with self._recent_lock:
+            recent = tuple(self._recent)
         if len(recent) < 2:
             return 0.0
         span = max(recent[-1][0] - recent[0][0], 1e-3)
