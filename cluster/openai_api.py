@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from switchyard.cluster import tracing
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.sampling import InvalidParameter, SamplingParams
 
@@ -30,9 +31,35 @@ class ServedModel:
     engine: AsyncEngine
     max_model_len: int
     created: int = 0
+    telemetry: Any = None  # on_request(operation, model, seconds, output, error_type): RouterTelemetry
+
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.name}
+
+
+class _Watch:
+    """One API request's span and request metrics, closed exactly once (off: the span is None)."""
+
+    def __init__(self, request: Request, operation: str):
+        self.operation, self.start = operation, time.perf_counter()
+        self.span = tracing.start_request(request.headers, operation)
+        served = getattr(request.app.state, "served", None)
+        self.telemetry = served.telemetry if served is not None else None
+        self.model = served.name if served is not None else ""
+        self.closed = False
+
+    def close(self, output=None, seq=None, request_id: str | None = None, error: BaseException | None = None):
+        if self.closed:
+            return
+        self.closed = True
+        error_type = None
+        if error is not None:
+            error_type = getattr(error, "code", None) or getattr(error, "kind", None) or type(error).__name__
+        if self.telemetry is not None:
+            self.telemetry.on_request(self.operation, self.model, time.perf_counter() - self.start, output,
+                                      error_type)
+        tracing.end_request(self.span, output, seq, request_id, self.model if output is not None else None, error)
 
 
 class ApiError(Exception):
@@ -117,28 +144,39 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        served = _served(request)
-        body = await _parse(request, CompletionRequest)
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise ApiError(400, "only one prompt per request is supported (n=1)", "prompt")
-            prompt = prompt[0]
-        return await _respond(served, body, prompt, chat=False, prompt_param="prompt")
+        watch = _Watch(request, "text_completion")
+        try:
+            served = _served(request)
+            body = await _parse(request, CompletionRequest)
+            prompt = body.prompt
+            if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+                if len(prompt) != 1:
+                    raise ApiError(400, "only one prompt per request is supported (n=1)", "prompt")
+                prompt = prompt[0]
+            return await _respond(served, body, prompt, chat=False, prompt_param="prompt", watch=watch)
+        except BaseException as err:
+            watch.close(error=err)
+            raise
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        served = _served(request)
-        body = await _parse(request, ChatRequest)
-        tokenizer = served.engine.engine.tokenizer
-        if tokenizer is None:
-            raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
-                                "token ids", "messages")
+        watch = _Watch(request, "chat")
         try:
-            prompt = tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
-        except Exception as err:
-            raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
-        return await _respond(served, body, prompt, chat=True, prompt_param="messages")
+            served = _served(request)
+            body = await _parse(request, ChatRequest)
+            tokenizer = served.engine.engine.tokenizer
+            if tokenizer is None:
+                raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
+                                    "token ids", "messages")
+            try:
+                prompt = tokenizer.apply_chat_template([{"role": m.role, "content": m.text()}
+                                                        for m in body.messages])
+            except Exception as err:
+                raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
+            return await _respond(served, body, prompt, chat=True, prompt_param="messages", watch=watch)
+        except BaseException as err:
+            watch.close(error=err)
+            raise
 
     return app
 
@@ -182,7 +220,9 @@ def _sampling_params(body: _Common, max_tokens: int) -> SamplingParams:
         raise ApiError(400, str(err), err.param) from err
 
 
-async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: str):
+async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: str, watch: _Watch):
+    requested = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
+    tracing.request_attributes(watch.span, body.model, requested, body.temperature, body.top_p)
     if body.model != served.name:
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{served.name}`",
                        "model", "model_not_found")
@@ -194,7 +234,6 @@ async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: 
         raise ApiError(400, str(err), prompt_param, code) from err
     prompt_tokens = len(probe.prompt_ids)
     room = served.max_model_len - prompt_tokens
-    requested = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
     if requested is not None and requested > room:
         raise ApiError(400, f"This model's maximum context length is {served.max_model_len} tokens. However, you "
                             f"requested {prompt_tokens + requested} tokens ({prompt_tokens} in the {prompt_param}, "
@@ -203,16 +242,18 @@ async def _respond(served: ServedModel, body, prompt, chat: bool, prompt_param: 
     seq = engine.validate(probe.prompt_ids, params)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     seq.request_id = request_id
+    tracing.follow(watch.span, seq)
     created = int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(engine, seq, served.name, created, chat, include_usage),
+        return StreamingResponse(_stream(engine, seq, served.name, created, chat, include_usage, watch),
                                  media_type="text/event-stream")
     final = None
     async for output in engine.generate(seq):
         final = output
     if final.finish_reason == "error":
         raise ApiError(503, f"generation failed: {final.error}", kind="server_error")
+    watch.close(final, seq, request_id)
     usage = _usage(final)
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": final.text}, "logprobs": None,
@@ -234,7 +275,21 @@ def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool, include_usage: bool):
+async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool, include_usage: bool,
+                  watch: _Watch):
+    final = None
+    try:
+        async for event in _stream_events(engine, seq, model, created, chat, include_usage):
+            if not isinstance(event, str):
+                final = event
+                continue
+            yield event
+    finally:  # also when the client goes away mid-stream
+        watch.close(final, seq, seq.request_id)
+
+
+async def _stream_events(engine: AsyncEngine, seq, model: str, created: int, chat: bool, include_usage: bool):
+    """SSE lines, and before the last of them the final RequestOutput (for the request's span and metrics)."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(delta_text: str | None, finish_reason: str | None, first: bool = False) -> dict:
@@ -255,6 +310,7 @@ async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool
     async for output in engine.generate(seq):
         final = output
         if output.finish_reason == "error":
+            yield output
             yield _sse(ApiError(503, f"generation failed: {output.error}", kind="server_error").body())
             yield _sse("[DONE]")
             return
@@ -265,4 +321,6 @@ async def _stream(engine: AsyncEngine, seq, model: str, created: int, chat: bool
     if include_usage and final is not None:
         yield _sse({"id": seq.request_id, "object": kind, "created": created, "model": model, "choices": [],
                     "usage": _usage(final)})
+    if final is not None:
+        yield final
     yield _sse("[DONE]")

@@ -10,6 +10,7 @@ import torch
 from fastapi import Response
 from ray import serve
 
+from switchyard.cluster import tracing
 from switchyard.cluster.compiled_transport import CompiledGraphTransport
 from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
@@ -48,6 +49,7 @@ class RouterDeployment:
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
         ckpt = Checkpoint.open(cfg.model)
+        tracing.configure("switchyard-router")  # on when the replica's environment names an OTLP endpoint
         self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
                                          cfg.prices.expert_replica_per_hour)
         self.transport = None
@@ -55,16 +57,22 @@ class RouterDeployment:
         if not cfg.experts_in_router:
             self.transport = make_transport(cfg, group_handles)
             self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
-                                         on_dispatch=self.telemetry.on_dispatch)
+                                         on_dispatch=self.telemetry.on_dispatch,
+                                         on_layer_done=self.telemetry.on_layer_done)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
         engine_config = cfg.engine_config()
         engine = Engine.from_checkpoint(ckpt, engine_config, self.experts)
         engine.micro_batches = cfg.router.micro_batches
+        if tracing.enabled() and cfg.telemetry.trace_steps_every:
+            engine.step_tracer = tracing.StepTracer(cfg.telemetry.trace_steps_every)
+        scheduler = engine.scheduler
+        self.telemetry.queue_lengths = lambda: (len(scheduler.running), len(scheduler.waiting))
         self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
         name = cfg.served_model_name or Path(cfg.model).name
-        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()))
+        api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
+                                       self.telemetry)
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
         if self.transport is None:

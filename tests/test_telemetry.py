@@ -15,6 +15,7 @@ from switchyard.router.sampling import SamplingParams
 
 def scrape_while(telemetry: RouterTelemetry, busy, seconds: float, readers: int = 3) -> tuple[int, list[str]]:
     """Read `telemetry` as /metrics and the stats endpoint do, from `readers` threads, while `busy()` writes."""
+    telemetry.on_step("prefill", 0.0, 0)  # so that the counter exists from the first scrape on
     failures: list[str] = []
     scrapes = [0]
     stop = threading.Event()
