@@ -32,6 +32,10 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
                    help="direct (default): the router replica itself answers HTTP on --port (Serve's direct "
                         "ingress; one router replica); proxy: through Serve's HTTP proxy, as `serve run` does")
+    p.add_argument("--otlp-traces-endpoint", default=None, metavar="URL",
+                   help="send OpenTelemetry traces to this OTLP collector (as vLLM's flag; http/protobuf, or "
+                        "grpc with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); default: no tracing unless "
+                        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
     p.set_defaults(func=run)
@@ -64,6 +68,8 @@ def app_args(args) -> dict:
         config["expert_kernel"] = args.expert_kernel
     if args.torch_threads is not None:
         config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
+    if args.otlp_traces_endpoint is not None:
+        config.setdefault("telemetry", {})["otlp_traces_endpoint"] = args.otlp_traces_endpoint
     router = config.setdefault("router", {})
     for key in ("transport", "max_model_len", "max_num_seqs"):
         if getattr(args, key) is not None:
@@ -94,6 +100,7 @@ def run(args) -> int:
     from pydantic import ValidationError
     from ray import serve
 
+    from switchyard.cluster import tracing
     from switchyard.cluster.app import build_app
     from switchyard.configs.serve import AppConfig
     from switchyard.experts.vllm_kernel import VllmUnavailable, load_ops
@@ -102,6 +109,11 @@ def run(args) -> int:
         config = AppConfig.model_validate(app_args(args))
     except ValidationError as err:
         print(f"switchyard serve: bad config:\n{err}", file=sys.stderr)
+        return 2
+    try:
+        tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol, before Ray starts
+    except tracing.TelemetryConfigError as err:
+        print(f"switchyard serve: {err}", file=sys.stderr)
         return 2
     if config.expert_kernel == "vllm":
         try:

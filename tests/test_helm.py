@@ -290,6 +290,8 @@ def _expert_group(**change) -> dict:
     ({"switchyard": {"model": "models/x"}}, "HelmValuesError", "/switchyard/model'.*does not match"),
     ({"switchyard": {"num_gpus": 1}}, "HelmValuesError", "/switchyard'.*additional properties 'num_gpus'"),
     ({"switchyard": {"router": {"transport": "pigeon"}}}, "HelmValuesError", "/switchyard/router/transport'"),
+    ({"switchyard": {"telemetry": {"otlp_traces_endpoint": "collector:4318"}}}, "HelmValuesError",
+     "/switchyard/telemetry/otlp_traces_endpoint'"),
     ({"model": {"uri": "https://example.com/m"}}, "HelmValuesError", "/model/uri'.*does not match"),
     ({"model": {"pvc": {"claimName": ""}}}, "HelmRenderError", "no model to serve; set model.pvc.claimName"),
     ({"model": {"uri": "s3://b/m"}}, "HelmRenderError", "set exactly one of model.pvc.claimName and model.uri"),
@@ -318,3 +320,18 @@ def test_bad_values_are_refused_with_a_clear_message(values, error, message):
 def test_lint_reports_values_that_break_the_schema():
     report = helm.lint(CHART, {"routerWorkers": {"minReplicas": -1}})
     assert any("/routerWorkers/minReplicas" in e for e in report["errors"])
+
+
+def test_the_otlp_traces_endpoint_value_reaches_every_replica(rayservice_validator):
+    from switchyard.cluster.tracing import replica_env
+
+    url = "http://otel-collector.observability:4318"
+    objects = render({"switchyard": {"telemetry": {"otlp_traces_endpoint": url}}})
+    rayservice = the(objects, "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    config = AppConfig.model_validate(app_args(rayservice))
+    assert config.telemetry.otlp_traces_endpoint == url
+    # build_app gives the router's and every group's replicas this environment
+    assert replica_env(config.telemetry.otlp_traces_endpoint, {}) == {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{url}/v1/traces"}
+    assert AppConfig.model_validate(app_args(the(render({}), "RayService"))).telemetry.otlp_traces_endpoint is None

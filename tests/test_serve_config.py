@@ -127,3 +127,14 @@ def test_switchyard_serve_defaults_to_one_process_and_direct_ingress():
     assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve", "--groups", "2"]))).num_groups == 2
     env = direct_ingress_env(8123)  # the router replica alone binds the user's port
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8123" and env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8124"
+
+
+def test_otlp_traces_endpoint_flag_sets_the_app_config():
+    from switchyard.cluster.cli import build_parser
+    from switchyard.cluster.cli_serve import app_args
+
+    args = build_parser().parse_args(["serve", "--otlp-traces-endpoint", "http://collector:4318"])
+    assert AppConfig.model_validate(app_args(args)).telemetry.otlp_traces_endpoint == "http://collector:4318"
+    assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve"]))).telemetry.otlp_traces_endpoint is None
+    with pytest.raises(ValidationError, match="otlp_traces_endpoint"):
+        AppConfig.model_validate({"model": "m", "telemetry": {"otlp_traces_endpoint": "collector:4318"}})
