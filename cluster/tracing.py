@@ -27,6 +27,11 @@ import time
 from contextlib import AbstractContextManager
 from typing import Mapping
 
+from opentelemetry import trace  # the API only (light); the SDK and exporters load when tracing is turned on
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
 PROTOCOLS = ("http/protobuf", "grpc")
 _tracer = None  # opentelemetry Tracer when tracing is on in this process
 _provider = None
@@ -130,10 +135,7 @@ def start_request(headers: Mapping[str, str], operation: str):
     """The SERVER span of one API request, child of the client's `traceparent` if it sent one."""
     if _tracer is None:
         return None
-    from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    parent = TraceContextTextMapPropagator().extract(headers)
+    parent = _propagator.extract(headers)
     return _tracer.start_span(operation, context=parent, kind=SpanKind.SERVER,
                               attributes={"gen_ai.operation.name": operation, "gen_ai.provider.name": "switchyard"})
 
@@ -159,8 +161,6 @@ def end_request(span, output=None, seq=None, request_id: str | None = None, mode
     """Close the request span: the response's attributes, or the error; queue/prefill/decode from `seq`."""
     if span is None or not span.is_recording():
         return
-    from opentelemetry.trace import Status, StatusCode
-
     if request_id:
         span.set_attribute("gen_ai.response.id", request_id)
     if model:
@@ -186,8 +186,6 @@ def end_request(span, output=None, seq=None, request_id: str | None = None, mode
 
 def _phase_spans(parent, seq) -> None:
     """Queue, prefill and decode as children of the request span, from the engine's perf_counter stamps."""
-    from opentelemetry import trace
-
     offset = time.time_ns() - time.perf_counter_ns()  # perf_counter seconds -> epoch nanoseconds
 
     def ns(t: float) -> int:
@@ -215,9 +213,7 @@ class StepTracer:
         chosen = [s for s in scheduled.seqs if s.trace is not None and len(s.output_ids) % self.every == 0]
         if not chosen or _tracer is None:
             return None
-        from opentelemetry import trace
-
-        parent = trace.set_span_in_context(trace.NonRecordingSpan(chosen[0].trace))
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(chosen[0].trace))
         links = [trace.Link(s.trace) for s in chosen[1:]]
         return _tracer.start_as_current_span(
             "switchyard.step", context=parent, links=links,
@@ -229,8 +225,6 @@ def start_dispatch(layer: int, num_tokens: int, tokens_per_group: dict[int, int]
     """A span for one MoE layer's dispatch, inside a sampled step span; None elsewhere."""
     if _tracer is None:
         return None
-    from opentelemetry import trace
-
     if not trace.get_current_span().is_recording():
         return None
     groups = sorted(tokens_per_group)
@@ -241,11 +235,8 @@ def start_dispatch(layer: int, num_tokens: int, tokens_per_group: dict[int, int]
 
 def carrier(span) -> dict[str, str]:
     """The W3C trace context of `span`, for a message to another process."""
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     out: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(out, context=trace.set_span_in_context(span))
+    _propagator.inject(out, context=trace.set_span_in_context(span))
     return out
 
 
@@ -253,8 +244,6 @@ def end_dispatch(span, error: BaseException | None = None) -> None:
     if span is None:
         return
     if error is not None:
-        from opentelemetry.trace import Status, StatusCode
-
         span.set_attribute("error.type", type(error).__name__)
         span.set_status(Status(StatusCode.ERROR, str(error)))
     span.end()
@@ -264,10 +253,7 @@ def group_span(trace_carrier: dict[str, str] | None, group: str, replica: str, l
     """In an expert-group replica: the span of one call, child of the router's dispatch span."""
     if _tracer is None or trace_carrier is None:
         return None
-    from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    parent = TraceContextTextMapPropagator().extract(trace_carrier)
+    parent = _propagator.extract(trace_carrier)
     return _tracer.start_as_current_span("switchyard.expert_group.forward", context=parent, kind=SpanKind.SERVER,
                                          attributes={"switchyard.group": group, "switchyard.replica": replica,
                                                      "switchyard.layer": layer, "switchyard.tokens": num_tokens})
