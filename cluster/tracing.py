@@ -213,7 +213,7 @@ class StepTracer:
         chosen = [s for s in scheduled.seqs if s.trace is not None and len(s.output_ids) % self.every == 0]
         if not chosen or _tracer is None:
             return None
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(chosen[0].trace))
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(chosen[0].trace))
         links = [trace.Link(s.trace) for s in chosen[1:]]
         return _tracer.start_as_current_span(
             "switchyard.step", context=parent, links=links,
