@@ -81,6 +81,10 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_tracing)
 
+    p = which.add_parser("otel", help="per-layer cost of the OpenTelemetry dispatch hooks: off, unsampled, sampled")
+    p.add_argument("--repeats", type=int, default=200_000)
+    p.set_defaults(func=run_otel)
+
     p = which.add_parser("experts", help="expert kernels: torch's padded bmm vs per-expert GEMMs, and vLLM's op")
     p.add_argument("--preset", default="moe-32x4", choices=["moe-64x8", "moe-32x4"],
                    help="one MoE layer of this bench model's shape, random weights")
@@ -216,6 +220,13 @@ def run_tracing(args) -> int:
     print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens, median of {args.repeats} runs each")
     rows = tracing.run(model, args.batch, args.max_tokens, args.repeats, args.sample_rate, args.threads)
     print(format_table(["setup", "decode tok/s", "overhead", "rows recorded"], rows))
+    return 0
+
+
+def run_otel(args) -> int:
+    from switchyard.cluster.bench import otel
+
+    print(format_table(["per MoE layer", "us"], otel.run(args.repeats)))
     return 0
 
 

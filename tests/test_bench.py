@@ -17,3 +17,12 @@ def test_bench_engine_in_bfloat16_counts_matching_sequences(checkpoints, capsys)
             "--prompt-len", "6", "--threads", "1", "--dtype", "bfloat16", "--expert-kernel", "torch"]
     assert main(argv) == 0  # lower precision may drift, so it reports rather than fails
     assert "bfloat16" in capsys.readouterr().out
+
+
+def test_bench_otel_measures_the_three_dispatch_hook_paths():
+    from switchyard.cluster import tracing
+    from switchyard.cluster.bench import otel
+
+    rows = otel.run(repeats=2000)
+    assert [r[0] for r in rows] == ["tracing off", "on, step not sampled", "on, sampled layer (span + carrier + end)"]
+    assert rows[2][1] > 0 and not tracing.enabled()  # the process is left as it was: off
