@@ -10,6 +10,7 @@ from __future__ import annotations
 from ray.serve import Application
 
 from switchyard.cluster.autoscaling_policy import replicas_budget
+from switchyard.cluster import tracing
 from switchyard.cluster.expert_deployment import ExpertGroupDeployment
 from switchyard.cluster.router_deployment import RouterDeployment, plan_placement
 from switchyard.configs.serve import AppConfig
@@ -22,21 +23,31 @@ def build_app(args: dict) -> Application:
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
     if config.expert_kernel == "vllm":
         load_ops()  # here, naming the fix, rather than in every replica
+    env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
     bound_groups = []
     if not config.experts_in_router:
-        bound_groups = bind_expert_groups(config, ckpt)
-    router = RouterDeployment.options(name=f"{config.name}-router", **config.router_pool.deployment_options())
+        bound_groups = bind_expert_groups(config, ckpt, env)
+    router = RouterDeployment.options(name=f"{config.name}-router",
+                                      **with_env(config.router_pool.deployment_options(), env))
     return router.bind(config.model_dump(exclude_unset=True), bound_groups)
 
 
-def bind_expert_groups(config: AppConfig, ckpt: Checkpoint) -> list:
+def with_env(options: dict, env: dict[str, str]) -> dict:
+    """Deployment options whose replicas get `env` (Ray merges env_vars with the app's runtime_env)."""
+    if env:
+        runtime_env = options["ray_actor_options"].setdefault("runtime_env", {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+    return options
+
+
+def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] | None = None) -> list:
     placement = plan_placement(config, ckpt)
     pool = config.expert_pool
     names = [config.group_deployment_name(g) for g in range(config.num_groups)]
     bound_groups = []
     for index in range(config.num_groups):
         assignment = placement.experts_of_group(index)
-        options = pool.deployment_options()
+        options = with_env(pool.deployment_options(), env or {})
         if pool.autoscaling is not None:
             options["autoscaling_config"] = group_autoscaling_config(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)

@@ -117,6 +117,10 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_sampling)
 
+    p = which.add_parser("otel", help="per-layer cost of the OpenTelemetry dispatch hooks: off, unsampled, sampled")
+    p.add_argument("--repeats", type=int, default=200_000)
+    p.set_defaults(func=run_otel)
+
     p = which.add_parser("experts", help="expert kernels: torch's padded bmm vs per-expert GEMMs, and vLLM's op")
     p.add_argument("--preset", default="moe-32x4", choices=["moe-64x8", "moe-32x4"],
                    help="one MoE layer of this bench model's shape, random weights")
@@ -303,6 +307,12 @@ def run_sampling(args) -> int:
     print(format_table(*sampling.table(results, chosen)))
     print(f"\nchosen (lowest perplexity that repeats about as little as the held-out text): {chosen.label}\n"
           f"  generation_config.json: {json.dumps(chosen.setting)}\n  e.g. {chosen.sample}")
+
+
+def run_otel(args) -> int:
+    from switchyard.cluster.bench import otel
+
+    print(format_table(["per MoE layer", "us"], otel.run(args.repeats)))
     return 0
 
 

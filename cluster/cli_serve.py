@@ -37,6 +37,10 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--api-key", action="append", default=None, metavar="KEY",
                    help="require `Authorization: Bearer KEY` on every /v1/ request (repeat for several keys; "
                         "or set SWITCHYARD_API_KEY, comma-separated)")
+    p.add_argument("--otlp-traces-endpoint", default=None, metavar="URL",
+                   help="send OpenTelemetry traces to this OTLP collector (as vLLM's flag; http/protobuf, or "
+                        "grpc with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); default: no tracing unless "
+                        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
     p.set_defaults(func=run)
@@ -71,6 +75,8 @@ def app_args(args) -> dict:
         config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
     if getattr(args, "api_key", None):
         config["api_keys"] = [*config.get("api_keys", []), *args.api_key]
+    if getattr(args, "otlp_traces_endpoint", None) is not None:
+        config.setdefault("telemetry", {})["otlp_traces_endpoint"] = args.otlp_traces_endpoint
     router = config.setdefault("router", {})
     for key in ("transport", "max_model_len", "max_num_seqs", "max_waiting_requests"):
         if getattr(args, key, None) is not None:
@@ -161,6 +167,7 @@ def run(args) -> int:
     from ray import serve
 
     from switchyard.cluster.api_keys import resolve_api_keys
+    from switchyard.cluster import tracing
     from switchyard.cluster.app import build_app
     from switchyard.configs.model import ConfigError
     from switchyard.configs.serve import AppConfig
@@ -174,7 +181,8 @@ def run(args) -> int:
         return 2
     try:
         sampling = load_sampling_defaults(config.model)  # a bad generation_config.json fails before Ray starts
-    except ConfigError as err:
+        tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol, before Ray starts
+    except (ConfigError, tracing.TelemetryConfigError) as err:
         print(f"switchyard serve: {err}", file=sys.stderr)
         return 2
     if config.expert_kernel == "vllm":

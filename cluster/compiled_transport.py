@@ -80,7 +80,7 @@ class _Graph:
                                                                         request.weights)))
             for index, (hidden, ids, weights) in zip(mine, pieces):
                 if hidden.shape[0]:
-                    inputs[index] = ExpertRequest(request.layer, hidden, ids, weights)
+                    inputs[index] = ExpertRequest(request.layer, hidden, ids, weights, request.trace)
         return inputs, {g: [i for i in slots_of.get(g, []) if inputs[i] is not None] for g in requests}
 
     def teardown(self) -> None:
@@ -199,6 +199,11 @@ class CompiledGraphTransport:
                 missing = [self.group_names[g] for g in pending.requests]
                 raise ExpertGroupUnavailable(f"expert groups {missing}: no live replica")
             time.sleep(0.1)
+
+    def called(self, pending: _Pending) -> dict[int, list[str]]:
+        """The replicas that `send` gave each group's tokens to (for a dispatch span)."""
+        slots = pending.graph.slots if pending.graph is not None else []
+        return {group: [slots[i].replica_id for i in used] for group, used in (pending.used or {}).items()}
 
     def receive(self, pending: _Pending) -> dict[int, ExpertResponse]:
         while True:

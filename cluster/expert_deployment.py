@@ -17,13 +17,16 @@ import logging
 import os
 import time
 import uuid
+from contextlib import nullcontext
 
 import ray
 import torch
 from ray import serve
 
+from switchyard.cluster import tracing
 from switchyard.cluster.load_meter import LoadMeter
 from switchyard.cluster.registry import get_registry
+from switchyard.cluster.telemetry import GroupTelemetry
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
@@ -56,8 +59,22 @@ class ExpertGroupServer:
         self.tensors_read = list(ckpt.tensors_read)
         self.calls = 0
         self.load = LoadMeter()
+        self.group_name, self.replica_id = "local", str(os.getpid())  # the deployment names them
+        self.telemetry: GroupTelemetry | None = None  # with an OTLP metrics endpoint only
 
     def forward(self, request: ExpertRequest) -> ExpertResponse:
+        if request.trace is None and self.telemetry is None:
+            return self._metered_forward(request)
+        start = time.perf_counter()
+        span = tracing.group_span(request.trace, self.group_name, self.replica_id, request.layer,
+                                  request.hidden.shape[0])
+        with span or nullcontext():
+            response = self._metered_forward(request)
+        if self.telemetry is not None:
+            self.telemetry.on_forward(request.layer, request.hidden.shape[0], time.perf_counter() - start)
+        return response
+
+    def _metered_forward(self, request: ExpertRequest) -> ExpertResponse:
         self.calls += 1
         with self.load.call(int(request.hidden.shape[0])):
             return self._forward(request)
@@ -89,6 +106,8 @@ class ExpertGroupDeployment(ExpertGroupServer):
                  dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
                  kernel: str = "torch", group_names: list[str] | None = None):
         super().__init__(model, assignment, dtype, device, torch_threads, kernel)
+        tracing.configure("switchyard-experts")  # on when the replica's environment names an OTLP endpoint
+        self.telemetry = GroupTelemetry.if_exported(app_name, group_name)
         # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
         # `global` statement here would write to a copy; set the slot on the real module.
         import switchyard.cluster.expert_deployment as this_module

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from switchyard.cluster.openai_requests import (ApiError, ChatRequest, Completio
                                                  validation_error)
 from switchyard.cluster.api_keys import ApiKeyAuth
 from switchyard.cluster.openai_choices import close, make_job, respond, start, stream
+from switchyard.cluster import tracing
 from switchyard.router.async_engine import AsyncEngine
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class ServedModel:
     max_request_bytes: int | None = None  # a larger body: 413
     # the model's generation_config.json, for requests that leave sampling fields out
     sampling_defaults: dict = field(default_factory=dict)
+    telemetry: Any = None  # on_request(operation, model, seconds, output, error_type): RouterTelemetry
 
     @property
     def max_unfinished(self) -> int | None:
@@ -46,6 +49,30 @@ class ServedModel:
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.name}
+
+
+class _Watch:
+    """One API request's span and request metrics, closed exactly once (off: the span is None)."""
+
+    def __init__(self, request: Request, operation: str):
+        self.operation, self.start = operation, time.perf_counter()
+        self.span = tracing.start_request(request.headers, operation)
+        served = getattr(request.app.state, "served", None)
+        self.telemetry = served.telemetry if served is not None else None
+        self.model = served.name if served is not None else ""
+        self.closed = False
+
+    def close(self, output=None, seq=None, request_id: str | None = None, error: BaseException | None = None):
+        if self.closed:
+            return
+        self.closed = True
+        error_type = None
+        if error is not None:
+            error_type = getattr(error, "code", None) or getattr(error, "kind", None) or type(error).__name__
+        if self.telemetry is not None:
+            self.telemetry.on_request(self.operation, self.model, time.perf_counter() - self.start, output,
+                                      error_type)
+        tracing.end_request(self.span, output, seq, request_id, self.model if output is not None else None, error)
 
 
 # -- the app ----------------------------------------------------------------------------------------------
@@ -84,25 +111,35 @@ def build_openai_app(title: str = "Switchyard") -> FastAPI:
 
     @app.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
     async def completions(request: Request):
-        served = _served(request)
-        body = await _parse(request, CompletionRequest)
-        return await _respond(served, body, body.prompts())
+        watch = _Watch(request, "text_completion")
+        try:
+            served = _served(request)
+            body = await _parse(request, CompletionRequest)
+            return await _respond(served, body, body.prompts(), watch)
+        except BaseException as err:
+            watch.close(error=err)
+            raise
 
     @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
     async def chat(request: Request):
-        served = _served(request)
-        body = await _parse(request, ChatRequest)
-        tokenizer = served.engine.engine.tokenizer
-        if tokenizer is None:
-            raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
-                                "token ids", "messages")
-        messages = [{"role": m.role, "content": m.text(i), **({"name": m.name} if m.name else {})}
-                    for i, m in enumerate(body.messages)]
+        watch = _Watch(request, "chat")
         try:
-            prompt = tokenizer.apply_chat_template(messages)
-        except Exception as err:
-            raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
-        return await _respond(served, body, [prompt])
+            served = _served(request)
+            body = await _parse(request, ChatRequest)
+            tokenizer = served.engine.engine.tokenizer
+            if tokenizer is None:
+                raise ApiError(400, "this model has no tokenizer, so no chat template; use /v1/completions with "
+                                    "token ids", "messages")
+            messages = [{"role": m.role, "content": m.text(i), **({"name": m.name} if m.name else {})}
+                        for i, m in enumerate(body.messages)]
+            try:
+                prompt = tokenizer.apply_chat_template(messages)
+            except Exception as err:
+                raise ApiError(400, f"cannot apply the chat template: {err}", "messages") from err
+            return await _respond(served, body, [prompt], watch)
+        except BaseException as err:
+            watch.close(error=err)
+            raise
 
     openapi = app.openapi
 
@@ -156,16 +193,32 @@ async def _read_body(request: Request, limit: int | None) -> bytes:
     return b"".join(chunks)
 
 
-async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str | list[int]]):
+async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str | list[int]], watch: _Watch):
     if body.model != served.name:
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{served.name}`",
                        "model", "model_not_found")
     job = make_job(served.engine, served.max_model_len, served.name, body, prompts, int(time.time()),
                    served.sampling_defaults)
+    first = job.choices[0]  # the span and request metrics describe the first choice (n > 1: one of several)
+    requested = (body.max_completion_tokens or body.max_tokens) if job.chat else body.max_tokens
+    tracing.request_attributes(watch.span, body.model, requested, first.seq.params.temperature,
+                               first.seq.params.top_p)
+    for choice in job.choices:
+        tracing.follow(watch.span, choice.seq)
     start(served.engine, job, served.max_unfinished)
     if body.stream:
-        return StreamingResponse(stream(job), media_type="text/event-stream")
+        return StreamingResponse(_watched(stream(job), job, watch), media_type="text/event-stream")
     try:
-        return await respond(job)
+        response = await respond(job)
     finally:
         close(job)
+    watch.close(first.final, first.seq, job.request_id)
+    return response
+
+
+async def _watched(lines, job, watch: _Watch):
+    try:
+        async for line in lines:
+            yield line
+    finally:  # also when the client goes away mid-stream
+        watch.close(job.choices[0].final, job.choices[0].seq, job.request_id)

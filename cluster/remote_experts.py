@@ -3,10 +3,12 @@ with the hidden states of the tokens routed to it, and sums what comes back."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
 
+from switchyard.cluster import tracing
 from switchyard.cluster.transport import ExpertTransport
 from switchyard.experts.messages import ExpertRequest
 from switchyard.router.dense_model import Routing
@@ -27,12 +29,15 @@ class DispatchStats:
 
 
 class RemoteExperts:
-    def __init__(self, choose_groups, transport: ExpertTransport, num_groups: int, on_dispatch=None):
+    def __init__(self, choose_groups, transport: ExpertTransport, num_groups: int, on_dispatch=None,
+                 on_layer_done=None):
         """choose_groups(layer, expert_ids [T, k]) → [T, k] the group serving each chosen expert.
-        on_dispatch(num_tokens, {group: tokens}) sees every layer's dispatch (metrics)."""
+        on_dispatch(num_tokens, {group: tokens}) sees every layer's dispatch, on_layer_done(layer, seconds)
+        the time from its submit to the end of its wait (metrics)."""
         self.choose_groups = choose_groups
         self.transport = transport
         self.on_dispatch = on_dispatch
+        self.on_layer_done = on_layer_done
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
@@ -48,16 +53,46 @@ class RemoteExperts:
             rows_of[group] = rows
             self.stats.group_messages += rows.numel()
             self.stats.tokens_per_group[group] += rows.numel()
+        start = time.perf_counter()
+        tokens_per_group = {g: rows.numel() for g, rows in rows_of.items()}
+        span = tracing.start_dispatch(layer, hidden.shape[0], tokens_per_group)  # None unless sampled
+        if span is not None:
+            context = tracing.carrier(span)
+            for request in requests.values():
+                request.trace = context
         pending = self.transport.send(requests)
+        if span is not None:
+            span.set_attribute("switchyard.dispatch.replicas",
+                               [f"{g}:{r}" for g, rs in self.transport.called(pending).items() for r in rs])
         self.stats.token_layers += hidden.shape[0]
         self.stats.calls += len(requests)
         if self.on_dispatch is not None:
-            self.on_dispatch(hidden.shape[0], {g: rows.numel() for g, rows in rows_of.items()})
-        return hidden.shape, hidden.dtype, rows_of, pending
+            self.on_dispatch(hidden.shape[0], tokens_per_group)
+        return _Dispatched(layer, hidden.shape, hidden.dtype, rows_of, pending, start, span)
 
-    def wait(self, pending) -> torch.Tensor:
-        shape, dtype, rows_of, sent = pending
-        out = torch.zeros(shape, dtype=dtype)  # [T, H]
-        for group, response in self.transport.receive(sent).items():
-            out.index_add_(0, rows_of[group], response.hidden.to(dtype))
+    def wait(self, dispatched: "_Dispatched") -> torch.Tensor:
+        out = torch.zeros(dispatched.shape, dtype=dispatched.dtype)  # [T, H]
+        try:
+            responses = self.transport.receive(dispatched.pending)
+        except BaseException as err:
+            tracing.end_dispatch(dispatched.span, err)
+            raise
+        for group, response in responses.items():
+            out.index_add_(0, dispatched.rows_of[group], response.hidden.to(dispatched.dtype))
+        tracing.end_dispatch(dispatched.span)
+        if self.on_layer_done is not None:
+            self.on_layer_done(dispatched.layer, time.perf_counter() - dispatched.start)
         return out
+
+
+@dataclass
+class _Dispatched:
+    """One layer in flight: where each group's answer goes back, and what measures it."""
+
+    layer: int
+    shape: torch.Size  # [T, H]
+    dtype: torch.dtype
+    rows_of: dict[int, torch.Tensor]  # group -> [T_g] token rows it was sent
+    pending: object  # the transport's
+    start: float
+    span: object | None = None

@@ -12,6 +12,7 @@ from fastapi import Response
 from ray import serve
 
 from switchyard.cluster.api_keys import resolve_api_keys
+from switchyard.cluster import tracing
 from switchyard.cluster.compiled_transport import CompiledGraphTransport
 from switchyard.cluster.group_demand import GroupDemand, report_floors
 from switchyard.cluster.groups import GroupChooser, load_placement
@@ -53,6 +54,7 @@ class RouterDeployment:
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
         ckpt = Checkpoint.open(cfg.model)
+        tracing.configure("switchyard-router")  # on when the replica's environment names an OTLP endpoint
         sampling_defaults = load_sampling_defaults(cfg.model)  # a bad file fails here, before any weights load
         self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
                                          cfg.prices.expert_replica_per_hour)
@@ -68,11 +70,16 @@ class RouterDeployment:
         if not cfg.experts_in_router:
             self.transport = make_transport(cfg, group_handles)
             self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
-                                         on_dispatch=on_dispatch)
+                                         on_dispatch=on_dispatch,
+                                         on_layer_done=self.telemetry.on_layer_done)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
         engine_config = cfg.engine_config()
         engine = Engine.from_checkpoint(ckpt, engine_config, self.experts)
         engine.micro_batches = cfg.router.micro_batches
+        if tracing.enabled() and cfg.telemetry.trace_steps_every:
+            engine.step_tracer = tracing.StepTracer(cfg.telemetry.trace_steps_every)
+        scheduler = engine.scheduler
+        self.telemetry.queue_lengths = lambda: (len(scheduler.running), len(scheduler.waiting))
         self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
@@ -86,7 +93,7 @@ class RouterDeployment:
         api.state.api_keys = resolve_api_keys(k.get_secret_value() for k in cfg.api_keys)
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
                                        cfg.router.max_waiting_requests, cfg.router.max_request_bytes,
-                                       sampling_defaults)
+                                       sampling_defaults, telemetry=self.telemetry)
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
         if self.transport is None:
@@ -103,7 +110,7 @@ class RouterDeployment:
         if self.experts is not None:
             s = self.experts.stats
             dispatch = {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
-                        "tokens_per_group": s.tokens_per_group}
+                        "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
                 "cost": self.telemetry.cost()}

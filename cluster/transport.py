@@ -42,6 +42,9 @@ class ExpertTransport(Protocol):
     def receive(self, pending: object) -> dict[int, ExpertResponse]:
         """Wait for what `send` started; raises ExpertGroupUnavailable past the deadline."""
 
+    def called(self, pending: object) -> dict[int, list[str]]:
+        """Group index -> the replicas `send` called (for a dispatch span; "serve" where Serve picks)."""
+
     def close(self) -> None:
         """Stop background work (a registry follower, a compiled graph)."""
 
@@ -54,6 +57,9 @@ class _OneCallPerGroup:
 
     def receive(self, pending: list) -> dict[int, ExpertResponse]:
         return {call.group: self._receive_one(call) for call in pending}
+
+    def called(self, pending: list) -> dict[int, list[str]]:
+        return {call.group: [call.replica or "serve"] for call in pending}
 
 
 @dataclass

@@ -142,6 +142,18 @@ class RouterSettings(_Strict):
         None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")
 
 
+class Telemetry(_Strict):
+    """OpenTelemetry export (docs/operations.md, Telemetry). The standard OTEL_* variables of the process that
+    builds the app reach every replica too; this field is the one most deployments set."""
+
+    otlp_traces_endpoint: str | None = Field(
+        None, pattern=r"^(https?|grpc)://", description="OTLP collector URL for traces (like vLLM's "
+        "--otlp-traces-endpoint); unset: no tracing unless OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set")
+    trace_steps_every: int = Field(
+        16, ge=0, description="with tracing on, a sampled request's engine step and per-layer dispatch spans "
+                              "at its prefill and every this-many tokens; 0: none")
+
+
 class AppConfig(_Strict):
     """`args` of `switchyard.cluster.app:build_app`."""
 
@@ -159,6 +171,7 @@ class AppConfig(_Strict):
     router_pool: Pool = Pool(num_cpus=1.0)
     expert_pool: ExpertPool = ExpertPool(num_cpus=0.5)
     prices: Prices = Prices()
+    telemetry: Telemetry = Telemetry()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="keys every /v1/ request must send as `Authorization: Bearer KEY` "

@@ -25,9 +25,11 @@ class ExpertRequest:
     hidden: torch.Tensor  # [T, H] post-attention-norm hidden states
     expert_ids: torch.Tensor  # [T, k] int64 global expert ids; -1 where this group is not asked
     weights: torch.Tensor  # [T, k] float32 gate weights, matching expert_ids
+    trace: dict[str, str] | None = None  # W3C trace context of a sampled dispatch span (cluster/tracing.py)
 
     def __reduce__(self):
-        return _rebuild_request, (self.layer, *(_pack(t) for t in (self.hidden, self.expert_ids, self.weights)))
+        return _rebuild_request, (self.layer, *(_pack(t) for t in (self.hidden, self.expert_ids, self.weights)),
+                                  self.trace)
 
 
 @dataclass
@@ -48,8 +50,8 @@ def _unpack(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
 
 
-def _rebuild_request(layer, hidden, expert_ids, weights) -> "ExpertRequest":
-    return ExpertRequest(layer, _unpack(hidden), _unpack(expert_ids), _unpack(weights))
+def _rebuild_request(layer, hidden, expert_ids, weights, trace=None) -> "ExpertRequest":
+    return ExpertRequest(layer, _unpack(hidden), _unpack(expert_ids), _unpack(weights), trace)
 
 
 def _rebuild_response(layer, hidden) -> "ExpertResponse":

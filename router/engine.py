@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class Engine:
         self.eos_token_ids = frozenset(eos)
         self.observer: RoutingObserver | None = None
         self.micro_batches = 1  # >1 overlaps one micro-batch's attention with another's expert calls
+        self.step_tracer = None  # step_tracer(scheduled) -> a span's context manager or None (tracing on)
         self.last_step: StepStats | None = None
         self.step_log: deque[StepStats] = deque(maxlen=8192)  # recent steps, for metrics and benchmarks
         self._in_step: list[Sequence] = []
@@ -128,7 +130,8 @@ class Engine:
                                 [s.num_cached for s in seqs], [s.slot for s in seqs], [s.number for s in seqs])
         # a prompt scored for `echo` needs the logits of all its tokens, not just the last
         scoring = any(s.params.prompt_logprobs is not None and not s.prompt_done for s in seqs)
-        with torch.inference_mode():
+        traced = self.step_tracer(scheduled) if self.step_tracer is not None else None
+        with torch.inference_mode(), traced or nullcontext():
             logits = forward_step(self.model, self.experts, self.cache, batch, self.observer, all_logits=scoring,
                                   micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
             if scoring:  # [T, V] → [B, V]

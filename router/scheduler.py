@@ -14,6 +14,7 @@ every step.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -71,6 +72,7 @@ class Scheduler:
         while self.waiting and budget > 0 and self.cache.num_free_slots and len(self.running) < self.max_num_seqs:
             seq = self.waiting.popleft()
             seq.slot = self.cache.allocate()
+            seq.scheduled_time = time.perf_counter()
             self.running.append(seq)
             budget -= take(seq, min(seq.num_uncached, budget))
         if not seqs:

@@ -32,12 +32,14 @@ class Sequence:
     error: str | None = None
     generator: torch.Generator | None = None
     arrival_time: float = field(default_factory=time.perf_counter)
+    scheduled_time: float | None = None  # admitted to the running batch (the end of its queueing)
     first_token_time: float | None = None
     finish_time: float | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token, with params.logprobs
     prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)  # per prompt token (the first: None)
     emitted_logprobs: int = 0  # entries of `logprobs` already in an output
     emitted_prompt_logprobs: bool = False
+    trace: object | None = None  # the request's span context when it is traced (cluster/tracing.py)
 
     def __post_init__(self) -> None:
         self.request_id = self.request_id or f"req-{self.number}"

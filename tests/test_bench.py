@@ -37,3 +37,12 @@ def test_bench_autoscale_workload_makes_number_tables_hot_on_group_0_and_counts_
     # $: 0.01 h x $1 (router) + 0.04 h x $2 = $0.09 for 3600 tokens
     assert abs(row[6] - 0.09 / 3600 * 1e6) < 1e-9 and row[3] == 100.0
     assert phase_rows([phase], prices=(1.0, 0.0))[0][6] == "not priced"
+
+
+def test_bench_otel_measures_the_three_dispatch_hook_paths():
+    from switchyard.cluster import tracing
+    from switchyard.cluster.bench import otel
+
+    rows = otel.run(repeats=2000)
+    assert [r[0] for r in rows] == ["tracing off", "on, step not sampled", "on, sampled layer (span + carrier + end)"]
+    assert rows[2][1] > 0 and not tracing.enabled()  # the process is left as it was: off

@@ -290,6 +290,8 @@ def _expert_group(**change) -> dict:
     ({"switchyard": {"model": "models/x"}}, "HelmValuesError", "/switchyard/model'.*does not match"),
     ({"switchyard": {"num_gpus": 1}}, "HelmValuesError", "/switchyard'.*additional properties 'num_gpus'"),
     ({"switchyard": {"router": {"transport": "pigeon"}}}, "HelmValuesError", "/switchyard/router/transport'"),
+    ({"switchyard": {"telemetry": {"otlp_traces_endpoint": "collector:4318"}}}, "HelmValuesError",
+     "/switchyard/telemetry/otlp_traces_endpoint'"),
     ({"model": {"uri": "https://example.com/m"}}, "HelmValuesError", "/model/uri'.*does not match"),
     ({"model": {"pvc": {"claimName": ""}}}, "HelmRenderError", "no model to serve; set model.pvc.claimName"),
     ({"model": {"uri": "s3://b/m"}}, "HelmRenderError", "set exactly one of model.pvc.claimName and model.uri"),
@@ -335,3 +337,18 @@ def test_api_key_comes_from_a_secret_into_every_ray_container(rayservice_validat
     assert "api_keys" not in app_args(rayservice)
     for template in pod_templates(the(render({}), "RayService")):  # no Secret: no key, the API open
         assert "SWITCHYARD_API_KEY" not in str(template)
+
+
+def test_the_otlp_traces_endpoint_value_reaches_every_replica(rayservice_validator):
+    from switchyard.cluster.tracing import replica_env
+
+    url = "http://otel-collector.observability:4318"
+    objects = render({"switchyard": {"telemetry": {"otlp_traces_endpoint": url}}})
+    rayservice = the(objects, "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    config = AppConfig.model_validate(app_args(rayservice))
+    assert config.telemetry.otlp_traces_endpoint == url
+    # build_app gives the router's and every group's replicas this environment
+    assert replica_env(config.telemetry.otlp_traces_endpoint, {}) == {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{url}/v1/traces"}
+    assert AppConfig.model_validate(app_args(the(render({}), "RayService"))).telemetry.otlp_traces_endpoint is None

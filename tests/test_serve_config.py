@@ -150,3 +150,14 @@ def test_serve_shutdown_is_bounded_when_serve_hangs():
     assert time.monotonic() - start < 5
     release.set()
     assert stop_serve(types.SimpleNamespace(shutdown=lambda: None), timeout_s=5) is True
+
+
+def test_otlp_traces_endpoint_flag_sets_the_app_config():
+    from switchyard.cluster.cli import build_parser
+    from switchyard.cluster.cli_serve import app_args
+
+    args = build_parser().parse_args(["serve", "--otlp-traces-endpoint", "http://collector:4318"])
+    assert AppConfig.model_validate(app_args(args)).telemetry.otlp_traces_endpoint == "http://collector:4318"
+    assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve"]))).telemetry.otlp_traces_endpoint is None
+    with pytest.raises(ValidationError, match="otlp_traces_endpoint"):
+        AppConfig.model_validate({"model": "m", "telemetry": {"otlp_traces_endpoint": "collector:4318"}})
