@@ -31,7 +31,7 @@ from switchyard.router.affinity.alignment import align_group_labels
 from switchyard.router.affinity.matrix import AffinityMatrix, fit_affinity
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement
-from switchyard.router.affinity.shifts import tilted
+from switchyard.router.affinity.shifts import sequence_counts, tilted
 from switchyard.router.affinity.strategies import eplb
 from switchyard.router.affinity.traces import RoutingTrace
 
@@ -52,18 +52,12 @@ class RobustOptions:
 
 def sequence_covariance(trace: RoutingTrace) -> np.ndarray:
     """[L, E, E] covariance over sequences of each sequence's per-expert popularity, per layer."""
-    routing = trace.aligned()
-    sequences, index = np.unique(routing.seq_id, return_inverse=True)
-    tokens = np.bincount(index, minlength=len(sequences))[:, None]
-    hot = routing.multi_hot()  # [L, T, E]
-    covariance = np.zeros((routing.num_layers, routing.num_experts, routing.num_experts))
+    sequences, counts, tokens = sequence_counts(trace.aligned())
+    num_layers, num_experts = counts.shape[1:]
     if len(sequences) < 2:
-        return covariance
-    for l in range(routing.num_layers):
-        share = np.zeros((len(sequences), routing.num_experts))
-        np.add.at(share, index, hot[l])
-        covariance[l] = np.cov(share / tokens, rowvar=False)
-    return covariance
+        return np.zeros((num_layers, num_experts, num_experts))
+    share = counts / tokens[:, None, None]  # [S, L, E]
+    return np.stack([np.cov(share[:, l], rowvar=False) for l in range(num_layers)])
 
 
 def penalised_pairs(matrix: AffinityMatrix, covariance: np.ndarray, penalty: float) -> np.ndarray:
@@ -74,14 +68,22 @@ def penalised_pairs(matrix: AffinityMatrix, covariance: np.ndarray, penalty: flo
     return matrix.coactivation - (penalty * c_size / cov_size)[:, None, None] * covariance
 
 
+def _placement_holds(matrix: AffinityMatrix, covariance: np.ndarray, penalty: float, num_groups: int,
+                     replica_slots: int, options: RobustOptions) -> np.ndarray:
+    """Unaligned holds [L, G, E] of the affinity placement under `penalty`, or EPLB's for EPLB."""
+    if penalty == EPLB:
+        return eplb(matrix.popularity, [int(x) for x in matrix.layers], num_groups, replica_slots).holds
+    unaligned = AffinityOptions(options.affinity.balance_tolerance, align_layers=False)
+    pairs = penalised_pairs(matrix, covariance, penalty)
+    return affinity_placement(matrix, num_groups, replica_slots, unaligned, pairs).holds
+
+
 def _candidates(trace: RoutingTrace, num_groups: int, replica_slots: int, options: RobustOptions) -> list[Placement]:
     """One unaligned placement per penalty, then EPLB's."""
     matrix, covariance = fit_affinity(trace), sequence_covariance(trace)
-    unaligned = AffinityOptions(options.affinity.balance_tolerance, align_layers=False)
-    found = [affinity_placement(matrix, num_groups, replica_slots, unaligned, penalised_pairs(matrix, covariance, p))
-             for p in options.penalties]
-    found.append(eplb(matrix.popularity, [int(x) for x in matrix.layers], num_groups, replica_slots))
-    return found
+    layers = tuple(int(x) for x in matrix.layers)
+    return [Placement("candidate", layers, _placement_holds(matrix, covariance, p, num_groups, replica_slots, options))
+            for p in (*options.penalties, EPLB)]
 
 
 def _validation_splits(trace: RoutingTrace, options: RobustOptions) -> list[tuple[RoutingTrace, list[AlignedRouting]]]:
@@ -119,13 +121,7 @@ def robust_affinity_placement(
     fitted on the whole trace; strategy "affinity-robust"."""
     penalty = choose_penalty(trace, num_groups, replica_slots, options)
     matrix = fit_affinity(trace)
-    layers = [int(layer) for layer in matrix.layers]
-    if penalty == EPLB:
-        holds = eplb(matrix.popularity, layers, num_groups, replica_slots).holds
-    else:
-        pairs = penalised_pairs(matrix, sequence_covariance(trace), penalty)
-        unaligned = AffinityOptions(options.affinity.balance_tolerance, align_layers=False)
-        holds = affinity_placement(matrix, num_groups, replica_slots, unaligned, pairs).holds
+    holds = _placement_holds(matrix, sequence_covariance(trace), penalty, num_groups, replica_slots, options)
     if options.affinity.align_layers:
         holds = align_group_labels(holds, matrix.popularity, matrix.transition, matrix.top_k)
-    return Placement("affinity-robust", tuple(layers), holds)
+    return Placement("affinity-robust", tuple(int(x) for x in matrix.layers), holds)

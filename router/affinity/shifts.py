@@ -33,12 +33,17 @@ def sequence_split(trace: RoutingTrace, name: str, fit_expr: str, eval_expr: str
     return ShiftedSplit(name, trace.filter_rows(fit_expr), trace.filter_rows(eval_expr).aligned())
 
 
+def sequence_counts(routing: AlignedRouting) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sequence ids [S], picks of each expert per sequence and layer [S, L, E], tokens per sequence [S])."""
+    sequences, index = np.unique(routing.seq_id, return_inverse=True)
+    counts = np.zeros((len(sequences), routing.num_layers, routing.num_experts))
+    np.add.at(counts, index, routing.multi_hot().transpose(1, 0, 2))
+    return sequences, counts, np.bincount(index, minlength=len(sequences))
+
+
 def sequence_histograms(routing: AlignedRouting) -> tuple[np.ndarray, np.ndarray]:
     """(sequence ids [S], share of each sequence's picks per (layer, expert) [S, L*E])."""
-    sequences, index = np.unique(routing.seq_id, return_inverse=True)
-    hot = routing.multi_hot()  # [L, T, E]
-    counts = np.zeros((len(sequences), routing.num_layers, routing.num_experts))
-    np.add.at(counts, index, hot.transpose(1, 0, 2))
+    sequences, counts, _ = sequence_counts(routing)
     counts = counts.reshape(len(sequences), -1)
     return sequences, counts / counts.sum(1, keepdims=True)
 
@@ -48,10 +53,10 @@ def two_means(points: np.ndarray, rounds: int = 50) -> np.ndarray:
     distance = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
     a, b = np.unravel_index(int(np.argmax(distance)), distance.shape)
     centres = points[[a, b]]
-    labels = np.zeros(len(points), np.int64)
+    labels = None
     for _ in range(rounds):
         new = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1).argmin(1)
-        if (new == labels).all() and _:
+        if labels is not None and (new == labels).all():
             break
         labels = new
         centres = np.stack([points[labels == c].mean(0) if (labels == c).any() else centres[c] for c in (0, 1)])
