@@ -27,7 +27,7 @@ def family_config(family: str, **overrides):
                   bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     common.update(overrides)
     if family == "mixtral":
-        return MixtralConfig(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, **common)
+        return MixtralConfig(**{"intermediate_size": 32, "num_local_experts": 8, "num_experts_per_tok": 2, **common})
     if family == "qwen2_moe":
         return Qwen2MoeConfig(intermediate_size=96, moe_intermediate_size=32, shared_expert_intermediate_size=48,
                               num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
