@@ -17,6 +17,8 @@ import json
 import os
 from typing import Iterable
 
+from switchyard.cluster.openai_requests import ApiError
+
 ENV = "SWITCHYARD_API_KEY"
 
 
@@ -24,9 +26,11 @@ def keys_from_env(environ=os.environ) -> list[str]:
     return [k.strip() for k in environ.get(ENV, "").split(",") if k.strip()]
 
 
-def resolve_api_keys(configured: Iterable[str], environ=os.environ) -> tuple[str, ...]:
-    """The keys this server accepts: the config's and the environment's (empty: no key needed)."""
-    return tuple(dict.fromkeys([*configured, *keys_from_env(environ)]))
+def resolve_api_keys(configured: Iterable, environ=os.environ) -> tuple[str, ...]:
+    """The keys this server accepts: the config's (str or pydantic SecretStr) and the environment's (empty: no
+    key needed)."""
+    plain = [key.get_secret_value() if hasattr(key, "get_secret_value") else key for key in configured]
+    return tuple(dict.fromkeys([*plain, *keys_from_env(environ)]))
 
 
 def key_accepted(header: str | None, keys: tuple[str, ...]) -> bool:
@@ -38,8 +42,7 @@ def key_accepted(header: str | None, keys: tuple[str, ...]) -> bool:
 
 
 def _unauthorized(message: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": "invalid_api_key"}}).encode()
+    return json.dumps(ApiError(401, message, code="invalid_api_key").body()).encode()
 
 
 class ApiKeyAuth:

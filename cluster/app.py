@@ -48,16 +48,16 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
     for index in range(config.num_groups):
         assignment = placement.experts_of_group(index)
         options = with_env(pool.deployment_options(), env or {})
-        if pool.autoscaling is not None:
-            options["autoscaling_config"] = group_autoscaling_config(config, index)
+        if pool.autoscaling is not None:  # Serve's delays and bounds (deployment_options) around our policy
+            options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)
         bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
                                             config.device, pool.torch_threads, config.expert_kernel, names))
     return bound_groups
 
 
-def group_autoscaling_config(config: AppConfig, group: int) -> dict:
-    """Serve's autoscaling_config of one expert group: Serve's delays and bounds around our policy."""
+def group_policy(config: AppConfig, group: int) -> dict:
+    """The custom Serve autoscaling policy of one expert group (cluster/autoscaling_policy.py)."""
     auto = config.expert_pool.autoscaling
     budget = None
     if auto.max_cost_per_hour is not None:
@@ -66,5 +66,4 @@ def group_autoscaling_config(config: AppConfig, group: int) -> dict:
     kwargs = {"group": group, "num_groups": config.num_groups, "target_utilization": auto.target_utilization,
               "hysteresis": auto.hysteresis, "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
               "capacity_rows_per_s": auto.capacity_rows_per_s, "budget_total": budget}
-    return {**auto.to_serve(), "policy": {"policy_function": "switchyard.cluster.autoscaling_policy:ExpertGroupPolicy",
-                                          "policy_kwargs": kwargs}}
+    return {"policy_function": "switchyard.cluster.autoscaling_policy:ExpertGroupPolicy", "policy_kwargs": kwargs}

@@ -307,6 +307,7 @@ def run_sampling(args) -> int:
     print(format_table(*sampling.table(results, chosen)))
     print(f"\nchosen (lowest perplexity that repeats about as little as the held-out text): {chosen.label}\n"
           f"  generation_config.json: {json.dumps(chosen.setting)}\n  e.g. {chosen.sample}")
+    return 0
 
 
 def run_otel(args) -> int:

@@ -211,7 +211,7 @@ def run(args) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
-        keyed = bool(resolve_api_keys(k.get_secret_value() for k in config.api_keys))
+        keyed = bool(resolve_api_keys(config.api_keys))
         print(ready_message(config, args, sampling, keyed), flush=True)
         # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -141,7 +141,7 @@ class ExpertGroupDeployment(ExpertGroupServer):
         except Exception:  # the cluster may be going down; the router drops dead replicas anyway
             return
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline and (self.load.in_flight or self.load.idle_for() < DRAIN_QUIET_S):
+        while time.monotonic() < deadline and self.load.idle_for() < DRAIN_QUIET_S:  # 0 while a call runs
             await asyncio.sleep(0.1)
         log.info("expert group %s replica %s drained (%d in flight)", self.group_name, self.replica_id,
                  self.load.in_flight)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 
 def expected_rows_per_s(rows_per_s: list[float], running: int, waiting: int) -> list[float]:
@@ -21,25 +22,20 @@ def expected_rows_per_s(rows_per_s: list[float], running: int, waiting: int) -> 
 
 
 class GroupDemand:
-    def __init__(self, num_groups: int, clock=time.monotonic):
-        self._clock = clock
-        self._rows = [0] * num_groups
-        self._since = clock()
-        self._lock = threading.Lock()  # the engine thread adds, the reporting thread takes
+    """Rows/s sent to each group, from the dispatcher's running totals (`DispatchStats.tokens_per_group`): read
+    once a second by the reporting thread, nothing added on the engine's per-layer path."""
 
-    def on_dispatch(self, tokens_per_group: dict[int, int]) -> None:
-        with self._lock:
-            for group, rows in tokens_per_group.items():
-                self._rows[group] += rows
+    def __init__(self, totals: Callable[[], list[int]], clock=time.monotonic):
+        self._totals, self._clock = totals, clock
+        self._last = list(totals())
+        self._since = clock()
 
     def take(self) -> list[float]:
         """Rows/s per group since the last take."""
-        with self._lock:
-            now = self._clock()
-            span = max(now - self._since, 1e-6)
-            rates = [r / span for r in self._rows]
-            self._rows = [0] * len(rates)
-            self._since = now
+        now, current = self._clock(), list(self._totals())  # a copy of ints: safe while the engine adds
+        span = max(now - self._since, 1e-6)
+        rates = [(c - last) / span for c, last in zip(current, self._last)]
+        self._last, self._since = current, now
         return rates
 
 

@@ -66,12 +66,9 @@ class _Watch:
         if self.closed:
             return
         self.closed = True
-        error_type = None
-        if error is not None:
-            error_type = getattr(error, "code", None) or getattr(error, "kind", None) or type(error).__name__
         if self.telemetry is not None:
             self.telemetry.on_request(self.operation, self.model, time.perf_counter() - self.start, output,
-                                      error_type)
+                                      tracing.error_type(error, output))
         tracing.end_request(self.span, output, seq, request_id, self.model if output is not None else None, error)
 
 
@@ -207,7 +204,7 @@ async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str |
         tracing.follow(watch.span, choice.seq)
     start(served.engine, job, served.max_unfinished)
     if body.stream:
-        return StreamingResponse(_watched(stream(job), job, watch), media_type="text/event-stream")
+        return _JobStream(job, watch)
     try:
         response = await respond(job)
     finally:
@@ -216,9 +213,24 @@ async def _respond(served: ServedModel, body: CommonRequest, prompts: list[str |
     return response
 
 
-async def _watched(lines, job, watch: _Watch):
-    try:
-        async for line in lines:
-            yield line
-    finally:  # also when the client goes away mid-stream
-        watch.close(job.choices[0].final, job.choices[0].seq, job.request_id)
+class _JobStream(StreamingResponse):
+    """A streamed job that ends, whatever happens to the connection, with its sequences aborted and its span and
+    request metrics closed. Starlette cancels the body iterator when the client goes away and never closes it,
+    so a `finally` inside the generator would wait for the garbage collector, or never run if the stream had
+    not started."""
+
+    def __init__(self, job, watch: _Watch):
+        super().__init__(stream(job), media_type="text/event-stream")
+        self.job, self.watch = job, watch
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()
+            except RuntimeError:  # still running in a task being cancelled: that task ends it
+                pass
+            close(self.job)
+            first = self.job.choices[0]
+            self.watch.close(first.final, first.seq, self.job.request_id)

@@ -20,7 +20,7 @@ from switchyard.cluster.openai_requests import INT64, ApiError, ChatRequest, Com
 from switchyard.router.async_engine import AsyncEngine, OutputStream
 from switchyard.router.generation_config import sampling_params as with_defaults
 from switchyard.router.sampling import InvalidParameter, SamplingParams
-from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
+from switchyard.router.sequence import RequestOutput, Sequence, merge_all
 
 
 @dataclass
@@ -171,10 +171,13 @@ def _failure(output: RequestOutput) -> ApiError:
 
 # -- whole responses --------------------------------------------------------------------------------------
 async def respond(job: Job) -> dict:
+    outputs: dict[int, list[RequestOutput]] = {}
     async for choice, output in run_choices(job):
-        choice.final = output if choice.final is None else merge_outputs(choice.final, output)
+        outputs.setdefault(choice.index, []).append(output)
         if output.finish_reason == "error":
             raise _failure(output)
+    for choice in job.choices:
+        choice.final = merge_all(outputs[choice.index])
     body = {"id": job.request_id, "object": "chat.completion" if job.chat else "text_completion",
             "created": job.created, "model": job.model,
             "choices": [_whole_choice(job, c) for c in job.choices], "usage": usage(job)}
@@ -239,7 +242,7 @@ async def stream(job: Job) -> AsyncIterator[str]:
                 c.offset = len(c.prompt_text)
                 yield event({"index": c.index, "text": c.prompt_text, "logprobs": None, "finish_reason": None})
     async for choice, output in run_choices(job):
-        choice.final = output if choice.final is None else merge_outputs(choice.final, output)
+        choice.final = output  # the state so far; a stream sends each output's logprobs as they come
         if output.finish_reason == "error":
             yield _sse(_failure(output).body())
             yield _sse("[DONE]")

@@ -61,16 +61,10 @@ class RouterDeployment:
         self.transport = None
         self.experts = None  # with every expert in this process (num_groups 0), the engine holds them
         self._stop = threading.Event()
-        self.demand = None  # the groups' autoscaling floor (group_demand.py), when they autoscale
-        on_dispatch = self.telemetry.on_dispatch
-        if not cfg.experts_in_router and cfg.expert_pool.autoscaling is not None:
-            self.demand = GroupDemand(cfg.num_groups)
-            on_dispatch = lambda tokens, per_group: (self.telemetry.on_dispatch(tokens, per_group),  # noqa: E731
-                                                     self.demand.on_dispatch(per_group))
         if not cfg.experts_in_router:
             self.transport = make_transport(cfg, group_handles)
             self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
-                                         on_dispatch=on_dispatch,
+                                         on_dispatch=self.telemetry.on_dispatch,
                                          on_layer_done=self.telemetry.on_layer_done)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
         engine_config = cfg.engine_config()
@@ -83,14 +77,14 @@ class RouterDeployment:
         self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
             stats.kind, stats.seconds, len(outputs)))
         self.group_handles = group_handles
-        if self.demand is not None:
-            scheduler = engine.scheduler
+        if self.experts is not None and cfg.expert_pool.autoscaling is not None:  # the groups' floor
+            demand = GroupDemand(lambda: self.experts.stats.tokens_per_group)
             names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
             threading.Thread(target=report_floors, daemon=True, name="switchyard-group-floors",
-                             args=(self.demand, names, get_registry(cfg.name),
-                                   lambda: (len(scheduler.running), len(scheduler.waiting)), self._stop)).start()
+                             args=(demand, names, get_registry(cfg.name), self.telemetry.queue_lengths,
+                                   self._stop)).start()
         name = cfg.served_model_name or Path(cfg.model).name
-        api.state.api_keys = resolve_api_keys(k.get_secret_value() for k in cfg.api_keys)
+        api.state.api_keys = resolve_api_keys(cfg.api_keys)
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
                                        cfg.router.max_waiting_requests, cfg.router.max_request_bytes,
                                        sampling_defaults, telemetry=self.telemetry)

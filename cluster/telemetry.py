@@ -108,11 +108,10 @@ class RouterTelemetry:
         self.dispatch_seconds.record(seconds, {**self.attrs, "layer": layer})
 
     def on_request(self, operation: str, model: str, seconds: float, output=None, error_type: str | None = None):
-        """One API request ended: `output` its final RequestOutput (None when refused before it ran)."""
+        """One API request ended: `output` its final RequestOutput (None when refused before it ran), `error_type`
+        set when it failed (tracing.error_type)."""
         attrs = {**self.attrs, "gen_ai.operation.name": operation, "gen_ai.request.model": model,
                  "gen_ai.provider.name": "switchyard"}
-        if output is not None and output.finish_reason == "error":
-            error_type = error_type or "generation_failed"
         self.request_duration.record(seconds, attrs if error_type is None else {**attrs, "error.type": error_type})
         if output is None or error_type is not None:
             return

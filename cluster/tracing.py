@@ -156,6 +156,15 @@ def follow(span, seq) -> None:
         seq.trace = span.get_span_context()
 
 
+def error_type(error: BaseException | None = None, output=None) -> str | None:
+    """The conventions' `error.type` of a request that ended with `error`, or whose output failed; else None."""
+    if error is not None:
+        return getattr(error, "code", None) or getattr(error, "kind", None) or type(error).__name__
+    if output is not None and output.finish_reason == "error":
+        return "generation_failed"
+    return None
+
+
 def end_request(span, output=None, seq=None, request_id: str | None = None, model: str | None = None,
                 error: BaseException | None = None) -> None:
     """Close the request span: the response's attributes, or the error; queue/prefill/decode from `seq`."""
@@ -172,15 +181,13 @@ def end_request(span, output=None, seq=None, request_id: str | None = None, mode
             span.set_attribute("gen_ai.response.finish_reasons", [output.finish_reason])
     if seq is not None:
         _phase_spans(span, seq)
-    if error is not None:
-        kind = getattr(error, "code", None) or getattr(error, "kind", None) or type(error).__name__
+    kind = error_type(error, output)
+    if kind is not None:
         span.set_attribute("error.type", kind)
         if getattr(error, "status", None):
             span.set_attribute("http.response.status_code", error.status)
-        span.set_status(Status(StatusCode.ERROR, str(error)))
-    elif output is not None and output.finish_reason == "error":
-        span.set_attribute("error.type", "generation_failed")
-        span.set_status(Status(StatusCode.ERROR, output.error or "generation failed"))
+        span.set_status(Status(StatusCode.ERROR, str(error) if error is not None else
+                               output.error or "generation failed"))
     span.end()
 
 
@@ -210,8 +217,10 @@ class StepTracer:
         self.every = every
 
     def __call__(self, scheduled) -> AbstractContextManager | None:
+        if _tracer is None:
+            return None
         chosen = [s for s in scheduled.seqs if s.trace is not None and len(s.output_ids) % self.every == 0]
-        if not chosen or _tracer is None:
+        if not chosen:
             return None
         parent = trace.set_span_in_context(trace.NonRecordingSpan(chosen[0].trace))
         links = [trace.Link(s.trace) for s in chosen[1:]]

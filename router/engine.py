@@ -24,7 +24,7 @@ from switchyard.router.kv_cache import make_cache
 from switchyard.router.logprobs import TokenLogprob, token_logprobs
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
-from switchyard.router.sequence import RequestOutput, Sequence, merge_outputs
+from switchyard.router.sequence import RequestOutput, Sequence, merge_all
 from switchyard.router.tokenizer import Tokenizer
 
 
@@ -147,8 +147,10 @@ class Engine:
                               [s.output_ids for s in sampled],
                               [s.prompt_ids for s in sampled]).tolist() if sampled else []
             wanted = [i for i, s in enumerate(sampled) if s.params.logprobs is not None]
-            scored = dict(zip(wanted, token_logprobs(logits[wanted], [next_ids[i] for i in wanted],
-                                                     [sampled[i].params.logprobs for i in wanted])))
+            scored = {}
+            if wanted:  # indexing with an empty list still costs an op every step
+                scored = dict(zip(wanted, token_logprobs(logits[wanted], [next_ids[i] for i in wanted],
+                                                         [sampled[i].params.logprobs for i in wanted])))
         self._in_step = []
         self.last_step = StepStats(scheduled.kind, len(seqs), scheduled.num_tokens, time.perf_counter() - start)
         self.step_log.append(self.last_step)
@@ -253,14 +255,13 @@ class Engine:
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         seqs = [self.add_request(p, sp) for p, sp in zip(prompts, per_prompt)]
         final: dict[str, RequestOutput] = {}
-        merged: dict[str, RequestOutput] = {}  # each request's outputs so far as one (their logprobs are deltas)
+        earlier: dict[str, list[RequestOutput]] = {}  # each request's outputs so far (their logprobs are deltas)
         while len(final) < len(seqs):
             outputs = self.step()
             if on_step is not None:
                 on_step(outputs)
             for out in outputs:
-                seen = merged.get(out.request_id)
-                merged[out.request_id] = out if seen is None else merge_outputs(seen, out)
+                earlier.setdefault(out.request_id, []).append(out)
                 if out.finished:
-                    final[out.request_id] = merged[out.request_id]
+                    final[out.request_id] = merge_all(earlier.pop(out.request_id))
         return [final[s.request_id] for s in seqs]

@@ -89,6 +89,15 @@ class RequestOutput:
     prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None  # once, in the first output
 
 
+def merge_all(outputs: list[RequestOutput]) -> RequestOutput:
+    """Consecutive outputs of one request as one, as merge_outputs folded over them but in linear time."""
+    last = outputs[-1]
+    return dataclasses.replace(last, delta_text="".join(o.delta_text for o in outputs),
+                               logprobs=tuple(lp for o in outputs for lp in o.logprobs),
+                               prompt_logprobs=next((o.prompt_logprobs for o in outputs if o.prompt_logprobs),
+                                                    last.prompt_logprobs))
+
+
 def merge_outputs(first: RequestOutput, then: RequestOutput) -> RequestOutput:
     """Two consecutive outputs of one request as one: the later state, with both deltas."""
     return dataclasses.replace(then, delta_text=first.delta_text + then.delta_text,

@@ -128,9 +128,11 @@ def test_the_router_floor_grows_with_sequences_queued_behind_the_running_ones():
     assert expected_rows_per_s([100.0, 10.0], running=16, waiting=0) == [100.0, 10.0]
     assert expected_rows_per_s([0.0, 0.0], running=0, waiting=5) == [0.0, 0.0]
     now = [0.0]
-    demand = GroupDemand(2, clock=lambda: now[0])
-    demand.on_dispatch({0: 30, 1: 5})
-    demand.on_dispatch({0: 10})
+    totals = [0, 0]  # the dispatcher's running rows per group
+    demand = GroupDemand(lambda: totals, clock=lambda: now[0])
+    totals[0] += 30
+    totals[1] += 5
+    totals[0] += 10
     now[0] = 2.0
     assert demand.take() == [20.0, 2.5]
     now[0] = 3.0
