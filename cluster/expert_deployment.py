@@ -124,6 +124,10 @@ class ExpertGroupDeployment(ExpertGroupServer):
         """This replica's load (LoadMeter), the router's floor for the group, and every group's replica count
         (for the cost budget), as the policy reads them from `AutoscalingContext.aggregated_metrics`."""
         stats = self.load.sample()
+        if stats["rows_per_s"] == 0 and stats["in_flight"] == 0:
+            # idle: the router's floor for a group it sends nothing is 0, and the cost budget of an idle group
+            # does not matter; skip the registry round trip, which Serve asks for every metrics_interval_s
+            return stats
         try:
             floor, replicas = await asyncio.wait_for(self.registry.demand.remote(self.group_name, self.group_names),
                                                      timeout=2.0)
