@@ -114,7 +114,7 @@ async def _request(client, url: str, prompt: str, max_tokens: int) -> tuple[int,
     return tokens, itl
 
 
-def run_phase(url: str, setup: str, phase: Phase, max_tokens: int, capacity_probe=None) -> PhaseResult:
+def run_phase(url: str, setup: str, phase: Phase, max_tokens: int) -> PhaseResult:
     result = PhaseResult(setup, phase.name, phase.seconds)
     start = time.monotonic()
     stop = threading.Event()
@@ -173,7 +173,7 @@ def measured_capacity() -> float | None:
     return sum(s["rows_per_s"] for s in samples) / busy if busy > 0.05 else None
 
 
-def run_setup(model: Path, placement: str, label: str, config: dict, phases: list[Phase], max_tokens: int,
+def run_setup(label: str, config: dict, phases: list[Phase], max_tokens: int,
               port: int, log, measure: bool = False) -> tuple[list[PhaseResult], float | None]:
     from ray import serve
 
@@ -218,14 +218,14 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
             return app_config(model, placement, low, high, autoscale, capacity, prices, transport)
 
         # capacity where scale-up decisions start: one replica per group, seeing whole batches
-        fixed_min, measured = run_setup(model, placement, f"fixed at {min_replicas}",
+        fixed_min, measured = run_setup(f"fixed at {min_replicas}",
                                         config(min_replicas, min_replicas, False), phases, max_tokens, port, log,
                                         measure=capacity is None)
         capacity = capacity or measured
         log(f"capacity of one replica: {capacity:.0f} rows per busy second" if capacity else "capacity: not measured")
-        fixed_max, _ = run_setup(model, placement, f"fixed at {max_replicas}",
+        fixed_max, _ = run_setup(f"fixed at {max_replicas}",
                                  config(max_replicas, max_replicas, False), phases, max_tokens, port, log)
-        auto, _ = run_setup(model, placement, f"autoscaled {min_replicas}-{max_replicas}",
+        auto, _ = run_setup(f"autoscaled {min_replicas}-{max_replicas}",
                             config(min_replicas, max_replicas, True, capacity), phases, max_tokens, port, log)
         all_results = fixed_min + fixed_max + auto
     finally:
