@@ -7,6 +7,8 @@ by `switchyard serve`, and by the Helm chart's `serveConfigV2`.
 
 from __future__ import annotations
 
+import uuid
+
 from ray.serve import Application
 
 from switchyard.cluster.autoscaling_policy import replicas_budget
@@ -24,12 +26,15 @@ def build_app(args: dict) -> Application:
     if config.expert_kernel == "vllm":
         load_ops()  # here, naming the fix, rather than in every replica
     env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
+    # One id per deployment: the registry keeps placement versions under it (cluster/registry.py), so a
+    # redeployed app starts from its own placement, not from a switch made on the one before.
+    deploy_id = uuid.uuid4().hex
     bound_groups = []
     if not config.experts_in_router:
-        bound_groups = bind_expert_groups(config, ckpt, env)
+        bound_groups = bind_expert_groups(config, ckpt, env, deploy_id)
     router = RouterDeployment.options(name=f"{config.name}-router",
                                       **with_env(config.router_pool.deployment_options(), env))
-    return router.bind(config.model_dump(exclude_unset=True), bound_groups)
+    return router.bind(config.model_dump(exclude_unset=True), bound_groups, deploy_id)
 
 
 def with_env(options: dict, env: dict[str, str]) -> dict:
@@ -40,7 +45,8 @@ def with_env(options: dict, env: dict[str, str]) -> dict:
     return options
 
 
-def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] | None = None) -> list:
+def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] | None = None,
+                       deploy_id: str = "") -> list:
     placement = plan_placement(config, ckpt)
     pool = config.expert_pool
     names = [config.group_deployment_name(g) for g in range(config.num_groups)]
@@ -52,7 +58,8 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
             options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)
         bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
-                                            config.device, pool.torch_threads, config.expert_kernel, names))
+                                            config.device, pool.torch_threads, config.expert_kernel, names,
+                                            deploy_id))
     return bound_groups
 
 

@@ -8,6 +8,10 @@ Two ways in:
 Both count in the replica's `LoadMeter`, which `record_autoscaling_stats` reports to Serve's autoscaler
 (`autoscaling_policy.py` decides from it). A replica that Serve stops leaves the registry first, then waits
 for the router to stop calling it (its graph rebuilt without it) and for its calls in flight to finish.
+
+Re-placement while serving (cluster/replacement.py): `change_experts` loads or drops experts on a background
+thread, building a new `ExpertGroup` while the old one serves, then swaps the one reference `forward` reads.
+A replica that starts joins the registry holding what the registry's placement versions need now.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from contextlib import nullcontext
@@ -25,7 +30,7 @@ from ray import serve
 
 from switchyard.cluster import tracing
 from switchyard.cluster.load_meter import LoadMeter
-from switchyard.cluster.registry import get_registry
+from switchyard.cluster.registry import assignment_for, get_registry
 from switchyard.cluster.telemetry import GroupTelemetry
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
@@ -50,13 +55,12 @@ class ExpertGroupServer:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.device = torch.device(device)
-        ckpt = Checkpoint.open(model)
-        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, getattr(torch, dtype), kernel)
-        if self.device.type != "cpu":
-            for experts in self.group.layers.values():
-                object.__setattr__(experts, "w13", experts.w13.to(self.device))
-                object.__setattr__(experts, "w2", experts.w2.to(self.device))
+        self.ckpt = ckpt = Checkpoint.open(model)
+        self.dtype = getattr(torch, dtype)
+        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, self.dtype, kernel)
+        self._to_device(self.group)
         self.tensors_read = list(ckpt.tensors_read)
+        self._changes: dict[str, str | None] = {}  # change token -> None while running, "ok" or the error
         self.calls = 0
         self.load = LoadMeter()
         self.group_name, self.replica_id = "local", str(os.getpid())  # the deployment names them
@@ -92,6 +96,40 @@ class ExpertGroupServer:
         return {"held": {str(k): list(v) for k, v in self.group.held().items()},
                 "tensors_read": self.tensors_read, "calls": self.calls, "pid": os.getpid()}
 
+    def _to_device(self, group: ExpertGroup) -> None:
+        if self.device.type != "cpu":
+            for experts in group.layers.values():
+                object.__setattr__(experts, "w13", experts.w13.to(self.device))
+                object.__setattr__(experts, "w2", experts.w2.to(self.device))
+
+    # -- re-placement -------------------------------------------------------------------------------------
+    def hold(self, assignment: dict[int, list[int]]) -> None:
+        """Also hold `assignment`'s experts (read from the checkpoint); what is held already stays."""
+        group = self.group.with_experts(self.ckpt, {int(k): v for k, v in assignment.items()}, self.dtype)
+        self._to_device(group)
+        self.group = group  # one reference: a forward in flight finishes on the group it started with
+        self.tensors_read = list(self.ckpt.tensors_read)
+
+    def retain(self, assignment: dict[int, list[int]]) -> None:
+        """Hold only `assignment`'s experts."""
+        self.group = self.group.restricted_to({int(k): v for k, v in assignment.items()})
+
+    def start_change(self, token: str, op: str, assignment: dict[int, list[int]]) -> None:
+        """Run `hold` or `retain` on a thread, so the replica keeps serving meanwhile; `change_status` polls it."""
+        if op not in ("hold", "retain"):
+            raise ValueError(f"op must be 'hold' or 'retain', got {op!r}")
+        self._changes[token] = None
+
+        def run():
+            try:
+                getattr(self, op)(assignment)
+                self._changes[token] = "ok"
+            except Exception as err:  # reported to the router, which aborts the switch
+                log.exception("expert change %s failed", op)
+                self._changes[token] = f"{type(err).__name__}: {err}"
+
+        threading.Thread(target=run, daemon=True, name=f"switchyard-experts-{op}").start()
+
 
 def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
     """Runs inside an expert-group replica's actor (via `__ray_call__`)."""
@@ -100,12 +138,34 @@ def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
     return _SERVING.forward(request)
 
 
+def change_experts(_actor, token: str, op: str, assignment: dict[int, list[int]]) -> None:
+    """Runs inside a replica's actor: start loading (`hold`) or dropping (`retain`) experts; returns at once."""
+    if _SERVING is None:
+        raise RuntimeError("this actor serves no expert group")
+    _SERVING.start_change(token, op, assignment)
+
+
+def change_status(_actor, token: str) -> str | None:
+    """None while the change runs, then "ok" or its error."""
+    if _SERVING is None:
+        raise RuntimeError("this actor serves no expert group")
+    return _SERVING._changes.get(token, "unknown change")
+
+
 @serve.deployment
 class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
                  dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
-                 kernel: str = "torch", group_names: list[str] | None = None):
-        super().__init__(model, assignment, dtype, device, torch_threads, kernel)
+                 kernel: str = "torch", group_names: list[str] | None = None, deploy_id: str = ""):
+        self.registry = get_registry(app_name)
+        self.group_names = group_names or [group_name]  # every group of the app, for the cost budget
+        self.group_index = self.group_names.index(group_name)
+        self.deploy_id = deploy_id
+        bound = {int(k): v for k, v in assignment.items()}
+        # Started after (or during) a re-placement: load what the registry's placement versions need now.
+        state = ray.get(self.registry.placement_state.remote(deploy_id))
+        super().__init__(model, assignment_for(state, state.needed(), bound, self.group_index), dtype, device,
+                         torch_threads, kernel)
         tracing.configure("switchyard-experts")  # on when the replica's environment names an OTLP endpoint
         self.telemetry = GroupTelemetry.if_exported(app_name, group_name)
         # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
@@ -114,11 +174,18 @@ class ExpertGroupDeployment(ExpertGroupServer):
 
         this_module._SERVING = self
         self.group_name = group_name
-        self.group_names = group_names or [group_name]  # every group of the app, for the cost budget
         self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.registry = get_registry(app_name)
         actor = ray.get_runtime_context().current_actor
-        ray.get(self.registry.register.remote(group_name, self.replica_id, actor))
+        holds = state.needed()
+        while True:  # a switch may have begun or ended while this replica loaded: join holding what it needs
+            joined, now = ray.get(self.registry.register_holding.remote(group_name, self.replica_id, actor,
+                                                                        deploy_id, holds))
+            if joined:
+                break
+            self.hold(assignment_for(now, now.needed(), bound, self.group_index))
+            holds = tuple(sorted(set(holds) | set(now.needed())))
+        if set(holds) - set(now.needed()):  # the switch it loaded for was committed meanwhile
+            self.retain(assignment_for(now, now.needed(), bound, self.group_index))
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """This replica's load (LoadMeter), the router's floor for the group, and every group's replica count

@@ -3,16 +3,49 @@
 Each expert-group replica registers its own actor handle when it starts and leaves when it stops, so the
 router's direct-call transports follow the replica set as autoscaling grows and shrinks it. A replica that
 dies without leaving is dropped by the router on its first failed call (`LiveReplicas.mark_dead`).
+
+It also holds the app's placement, versioned, for re-placement while serving (cluster/replacement.py). Version
+0 is the placement the app was deployed with (the replicas' bound assignment); a switch to version w first
+sets a target: from then on a replica may join only holding the experts of both the current and the target
+version (`register_holding` says what it lacks), so whatever starts during a switch can serve either; the
+commit makes w current, and replicas then need only w's experts. State is kept per deployment id (one per
+`build_app`), so a redeployed app under the same name starts again from its own version 0.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import ray
 
 REGISTRY_NAMESPACE = "switchyard"
+
+
+@dataclass(frozen=True)
+class PlacementState:
+    """A deployment's placement versions: JSON text (Placement.to_json), None for version 0 (the bound one)."""
+
+    version: int = 0
+    placement: str | None = None
+    target_version: int | None = None
+    target: str | None = None
+
+    def needed(self) -> tuple[int, ...]:
+        """Versions whose experts a serving replica must hold now."""
+        return (self.version,) if self.target_version is None else (self.version, self.target_version)
+
+    def json_of(self, version: int) -> str | None:
+        if version == self.version:
+            return self.placement
+        if version == self.target_version:
+            return self.target
+        raise KeyError(f"placement version {version} is neither current ({self.version}) nor the target")
+
+
+class PlacementConflict(RuntimeError):
+    """A switch asked for while another is under way, or from a version that is no longer current."""
 
 
 @ray.remote(num_cpus=0)
@@ -21,6 +54,7 @@ class ReplicaRegistry:
         self._replicas: dict[str, dict[str, object]] = {}  # group name -> replica id -> actor handle
         self._version = 0
         self._floor: dict[str, tuple[float, float]] = {}  # group name -> (rows/s the router expects, when)
+        self._placements: dict[str, PlacementState] = {}  # deployment id -> its placement versions
 
     def register(self, group: str, replica_id: str, actor) -> None:
         self._replicas.setdefault(group, {})[replica_id] = actor
@@ -43,6 +77,39 @@ class ReplicaRegistry:
 
     def version(self) -> int:
         return self._version
+
+    # -- placement versions -------------------------------------------------------------------------------
+    def placement_state(self, deploy_id: str) -> PlacementState:
+        return self._placements.get(deploy_id, PlacementState())
+
+    def register_holding(self, group: str, replica_id: str, actor, deploy_id: str,
+                         holds: tuple[int, ...]) -> tuple[bool, PlacementState]:
+        """Join only if the replica holds the experts of every version needed now; (joined, the state)."""
+        state = self.placement_state(deploy_id)
+        if not set(state.needed()) <= set(holds):
+            return False, state
+        self.register(group, replica_id, actor)
+        return True, state
+
+    def begin_switch(self, deploy_id: str, from_version: int, placement: str) -> PlacementState:
+        state = self.placement_state(deploy_id)
+        if state.target_version is not None:
+            raise PlacementConflict(f"a switch to placement version {state.target_version} is under way")
+        if state.version != from_version:
+            raise PlacementConflict(f"placement version {from_version} is no longer current ({state.version} is)")
+        self._placements[deploy_id] = PlacementState(state.version, state.placement, state.version + 1, placement)
+        return self._placements[deploy_id]
+
+    def end_switch(self, deploy_id: str, version: int, commit: bool) -> PlacementState:
+        """Make the target current (commit), or forget it (abort); either way one version is needed again."""
+        state = self.placement_state(deploy_id)
+        if state.target_version != version:
+            raise PlacementConflict(f"no switch to placement version {version} is under way")
+        if commit:
+            self._placements[deploy_id] = PlacementState(version, state.target)
+        else:
+            self._placements[deploy_id] = PlacementState(state.version, state.placement)
+        return self._placements[deploy_id]
 
     def snapshot(self) -> tuple[int, dict[str, dict[str, object]]]:
         return self._version, {g: dict(r) for g, r in self._replicas.items()}
@@ -96,3 +163,17 @@ class LiveReplicas:
                 self.latest_version = ray.get(self.registry.version.remote(), timeout=5)
             except Exception:  # the registry is briefly unreachable; keep the last version seen
                 pass
+
+
+def assignment_for(state: PlacementState, versions, bound: dict[int, list[int]], group: int) -> dict[int, list[int]]:
+    """{layer: expert ids} group `group` holds to serve every placement version in `versions` (a union);
+    version 0 without JSON is `bound`, the assignment the replica was deployed with."""
+    from switchyard.router.affinity.placement import Placement
+
+    union: dict[int, set[int]] = {}
+    for version in versions:
+        text = state.json_of(version)
+        experts = bound if text is None else Placement.from_json(text).experts_of_group(group)
+        for layer, ids in experts.items():
+            union.setdefault(int(layer), set()).update(int(e) for e in ids)
+    return {layer: sorted(ids) for layer, ids in union.items()}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
+import ray
 import torch
 from fastapi import Response
 from ray import serve
@@ -17,17 +19,22 @@ from switchyard.cluster.compiled_transport import CompiledGraphTransport
 from switchyard.cluster.group_demand import GroupDemand, report_floors
 from switchyard.cluster.groups import GroupChooser, load_placement
 from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.placement_api import PlacementService, add_placement_routes
 from switchyard.cluster.registry import get_registry
 from switchyard.cluster.remote_experts import RemoteExperts
+from switchyard.cluster.replacement import Replacer
 from switchyard.cluster.telemetry import RouterTelemetry
 from switchyard.cluster.transport import ActorTransport, HandleTransport
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine
+from switchyard.router.affinity.placement import Placement
 from switchyard.router.generation_config import load_sampling_defaults
+from switchyard.router.trace_recorder import RoutingWindow, trace_metadata
 
 api = build_openai_app()
+add_placement_routes(api)
 
 
 def plan_placement(config: AppConfig, ckpt: Checkpoint):
@@ -45,11 +52,30 @@ def make_transport(cfg: AppConfig, group_handles: list):
     return HandleTransport(group_handles, timeout_s=timeout)
 
 
+def current_placement(cfg: AppConfig, ckpt: Checkpoint, deploy_id: str) -> tuple[Placement, int]:
+    """(placement, version): the registry's, after a re-placement (a router restarted since), else the config's."""
+    state = ray.get(get_registry(cfg.name).placement_state.remote(deploy_id))
+    if state.placement is None:
+        return plan_placement(cfg, ckpt), 0
+    return Placement.from_json(state.placement), state.version
+
+
+def replacement_refused(cfg: AppConfig) -> str:
+    """Why this app cannot re-place while serving, or "" if it can."""
+    if cfg.experts_in_router:
+        return "num_groups 0: every expert is in the router, there is nothing to place"
+    if cfg.router_pool.autoscaling is not None or cfg.router_pool.num_replicas > 1:
+        return "the app runs several router replicas, and a switch changes one router's tables"
+    if cfg.expert_kernel != "torch":
+        return f"expert kernel {cfg.expert_kernel!r}: its prepacked weights are not re-packed while serving"
+    return ""
+
+
 # Serve pickles this class by value when the module is imported: what it calls must be defined above it.
 @serve.deployment
 @serve.ingress(api)
 class RouterDeployment:
-    def __init__(self, config: dict, group_handles: list):
+    def __init__(self, config: dict, group_handles: list, deploy_id: str = ""):
         cfg = AppConfig.model_validate(config)
         if cfg.router_pool.torch_threads:
             torch.set_num_threads(cfg.router_pool.torch_threads)
@@ -61,9 +87,11 @@ class RouterDeployment:
         self.transport = None
         self.experts = None  # with every expert in this process (num_groups 0), the engine holds them
         self._stop = threading.Event()
+        placement, version = None, 0
         if not cfg.experts_in_router:
+            placement, version = current_placement(cfg, ckpt, deploy_id)
             self.transport = make_transport(cfg, group_handles)
-            self.experts = RemoteExperts(GroupChooser(plan_placement(cfg, ckpt)), self.transport, cfg.num_groups,
+            self.experts = RemoteExperts(GroupChooser(placement), self.transport, cfg.num_groups,
                                          on_dispatch=self.telemetry.on_dispatch,
                                          on_layer_done=self.telemetry.on_layer_done)
         self.telemetry.replicas = lambda: (cfg.router_pool.num_replicas, self._expert_replicas(cfg))
@@ -74,8 +102,14 @@ class RouterDeployment:
             engine.step_tracer = tracing.StepTracer(cfg.telemetry.trace_steps_every)
         scheduler = engine.scheduler
         self.telemetry.queue_lengths = lambda: (len(scheduler.running), len(scheduler.waiting))
-        self.engine = AsyncEngine(engine, on_step=lambda stats, outputs: self.telemetry.on_step(
-            stats.kind, stats.seconds, len(outputs)))
+        self.steps: deque = deque(maxlen=1 << 16)  # (end time.monotonic, seconds, outputs), for benchmarks
+        self.engine = AsyncEngine(engine, on_step=self._on_step)
+        window = None
+        if cfg.replacement.window_tokens and self.experts is not None:  # the rolling fit's recent routing
+            window = RoutingWindow(trace_metadata(ckpt.config, Path(cfg.model).name), cfg.replacement.window_tokens)
+            engine.observer = window
+        self.placement = self._placement_service(cfg, deploy_id, placement, version, window)
+        api.state.placement = self.placement
         self.group_handles = group_handles
         if self.experts is not None and cfg.expert_pool.autoscaling is not None:  # the groups' floor
             demand = GroupDemand(lambda: self.experts.stats.tokens_per_group)
@@ -88,6 +122,30 @@ class RouterDeployment:
         api.state.served = ServedModel(name, self.engine, engine_config.max_model_len, int(time.time()),
                                        cfg.router.max_waiting_requests, cfg.router.max_request_bytes,
                                        sampling_defaults, telemetry=self.telemetry)
+
+    def _on_step(self, stats, outputs) -> None:
+        self.telemetry.on_step(stats.kind, stats.seconds, len(outputs))
+        self.steps.append((time.monotonic(), stats.seconds, len(outputs)))
+
+    def _placement_service(self, cfg: AppConfig, deploy_id: str, placement, version: int, window) -> PlacementService:
+        stats = self.experts.stats if self.experts is not None else None
+        service = PlacementService(window, None, lambda: (stats.group_messages, stats.token_layers) if stats else (0, 0),
+                                   cfg.replacement.min_tokens, replacement_refused(cfg))
+        if service.refused:
+            return service
+
+        def switch(chooser: GroupChooser) -> None:  # on the engine thread, between two steps
+            self.experts.choose_groups = chooser
+            service.marked()
+
+        names = [cfg.group_deployment_name(g) for g in range(cfg.num_groups)]
+        service.replacer = Replacer(get_registry(cfg.name), deploy_id, names, placement, version, GroupChooser, switch,
+                                    self.engine.call_between_steps, cfg.replacement.switch_timeout_s)
+        return service
+
+    def step_records(self, since: float = 0.0) -> list[tuple[float, float, int]]:
+        """(end time, seconds, outputs) of the steps that ended after `since` (time.monotonic of this node)."""
+        return [record for record in list(self.steps) if record[0] > since]
 
     def _expert_replicas(self, cfg: AppConfig) -> list[int]:
         if self.transport is None:
@@ -103,8 +161,8 @@ class RouterDeployment:
         dispatch = {"fan_out": None, "token_layers": 0, "group_calls": 0, "tokens_per_group": []}
         if self.experts is not None:
             s = self.experts.stats
-            dispatch = {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_calls": s.calls,
-                        "tokens_per_group": list(s.tokens_per_group)}
+            dispatch = {"fan_out": s.fan_out, "token_layers": s.token_layers, "group_messages": s.group_messages,
+                        "group_calls": s.calls, "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
                 "cost": self.telemetry.cost()}

@@ -177,6 +177,7 @@ class AppConfig(_Strict):
         default_factory=list, description="keys every /v1/ request must send as `Authorization: Bearer KEY` "
                                           "(also SWITCHYARD_API_KEY, comma-separated); none: the API is open. "
                                           "The Helm chart takes them from a Secret (`apiKey.existingSecret`)")
+    replacement: "Replacement" = Field(default_factory=lambda: Replacement())
 
     @field_validator("api_keys")
     @classmethod
@@ -243,3 +244,18 @@ class AppConfig(_Strict):
 
     def group_deployment_name(self, group: int) -> str:
         return f"{self.name}-experts-{group}"
+
+
+class Replacement(_Strict):
+    """Re-placement while serving (`POST /v1/switchyard/placement`, docs/affinity.md): the router's window of recent
+    routing the proposal is fitted on, and the bound on one switch."""
+
+    window_tokens: int = Field(
+        8192, ge=0, description="recent tokens whose routing the router keeps (every MoE layer) to fit and score "
+                                "placements on; 0: none kept, and only an explicit placement can be applied")
+    min_tokens: int = Field(256, ge=1, description="fewest tokens in the window for a proposal")
+    switch_timeout_s: float = Field(120.0, gt=0, description="give up loading a switch's experts after this long "
+                                                             "(the old placement then serves on)")
+
+
+AppConfig.model_rebuild()

@@ -64,3 +64,48 @@ class ExpertGroup:
         else:
             out = expert_forward(hidden, local, request.weights, experts.w13, experts.w2)
         return ExpertResponse(request.layer, out.to(request.hidden.dtype))
+
+    # -- re-placement (cluster/replacement.py): a new group, built while this one keeps serving ---------------
+    def with_experts(self, ckpt: Checkpoint, add: dict[int, list[int]], dtype: torch.dtype) -> "ExpertGroup":
+        """A group holding this group's experts and `add` ({layer: expert ids}), the new ones read from `ckpt`.
+        The rows already held keep their place, so this group's `local_index` stays right for the new weights;
+        layers with nothing to add share this group's tensors."""
+        self._check_replaceable()
+        layers = dict(self.layers)
+        for layer, ids in add.items():
+            old = layers.get(layer)
+            held = set(old.expert_ids) if old is not None else set()
+            new_ids = sorted(set(ids) - held)
+            if not new_ids:
+                continue
+            loaded = load_layer_experts(ckpt, layer, new_ids, dtype)
+            if old is None:
+                layers[layer] = loaded
+                continue
+            layers[layer] = LayerExperts(layer, old.expert_ids + loaded.expert_ids,
+                                         torch.cat([old.w13, loaded.w13.to(old.w13.device, old.w13.dtype)]),
+                                         torch.cat([old.w2, loaded.w2.to(old.w2.device, old.w2.dtype)]))
+        return ExpertGroup(layers, self.num_experts, self.kernel)
+
+    def restricted_to(self, keep: dict[int, list[int]]) -> "ExpertGroup":
+        """A group holding only the experts of `keep` ({layer: expert ids}) that this one holds; other layers
+        are dropped. Rows are copied, so the dropped experts' memory goes with this group."""
+        self._check_replaceable()
+        layers = {}
+        for layer, ids in keep.items():
+            old = self.layers.get(layer)
+            if old is None:
+                continue
+            wanted = set(ids)
+            rows = [i for i, e in enumerate(old.expert_ids) if e in wanted]
+            if len(rows) == len(old.expert_ids):
+                layers[layer] = old
+                continue
+            index = torch.tensor(rows, dtype=torch.long, device=old.w13.device)
+            layers[layer] = LayerExperts(layer, tuple(old.expert_ids[i] for i in rows),
+                                         old.w13.index_select(0, index), old.w2.index_select(0, index))
+        return ExpertGroup(layers, self.num_experts, self.kernel)
+
+    def _check_replaceable(self) -> None:
+        if self.kernel != "torch":  # the vllm kernel's prepacked rows are not re-packed here
+            raise ValueError(f"re-placement while serving needs expert kernel 'torch', this group runs {self.kernel!r}")

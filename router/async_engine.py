@@ -9,6 +9,7 @@ the outputs it missed merged into one (as vLLM does), so a slow client costs one
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -26,7 +27,8 @@ class AsyncEngine:
         """`on_step(stats, outputs)` is called in the engine thread after every step (metrics)."""
         self.engine = engine
         self.on_step = on_step
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add", seq) | ("abort", request_id)
+        # ("add", seq) | ("abort", request_id) | ("call", (fn, future))
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -51,6 +53,14 @@ class AsyncEngine:
     async def generate(self, seq: Sequence) -> AsyncIterator[RequestOutput]:
         async for output in self.submit(seq):
             yield output
+
+    def call_between_steps(self, fn) -> concurrent.futures.Future:
+        """Run `fn()` on the engine thread after the step in progress and before the next one (a re-placement
+        switches the router's dispatch tables so, cluster/replacement.py); the future holds its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._inbox.put(("call", (fn, future)))
+        self._wake.set()
+        return future
 
     @property
     def num_unfinished(self) -> int:
@@ -91,6 +101,12 @@ class AsyncEngine:
                 return
             if kind == "add":
                 self.engine.enqueue(item)
+            elif kind == "call":
+                fn, future = item
+                try:
+                    future.set_result(fn())
+                except Exception as err:
+                    future.set_exception(err)
             else:
                 self.engine.abort(item)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections import deque
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from switchyard.configs.model import ModelConfig
@@ -136,3 +138,69 @@ class TraceRecorder:
         self._writer.join(timeout=30)
         self.flush()
         return self.files
+
+
+class RoutingWindow:
+    """The router's recent routing, in memory: the last `max_tokens` tokens of every MoE layer, for the rolling
+    affinity fit (router/affinity/rolling.py) and the fan-out a placement predicts on what was really served.
+
+    An engine observer, like TraceRecorder: the hot path clones the step's routing into a deque of chunks (one
+    per layer call) and drops the oldest chunks past the bound. Experts dropped by adaptive routing (id -1) are
+    recorded as the token's first expert, which it always keeps: the groups the token visits, and so the fan-out,
+    are unchanged. `mark()` numbers the chunks so far; `trace(since=mark)` gives only what came after it.
+    """
+
+    def __init__(self, metadata: TraceMetadata, max_tokens: int):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.metadata = metadata
+        self.max_rows = max_tokens * max(1, len(metadata.layers))
+        self._chunks: deque = deque()  # (chunk number, layer, seq [n], pos [n], expert ids [n, k])
+        self._rows = 0
+        self._count = 0
+        self._lock = threading.Lock()
+        self._step_cache: tuple | None = None
+
+    def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
+        if self._step_cache is None or self._step_cache[0] is not batch:
+            numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
+            self._step_cache = (batch, torch.repeat_interleave(numbers, batch.new_lens), batch.positions)
+        _, token_seq, positions = self._step_cache
+        ids = routing.expert_ids
+        if bool((ids < 0).any()):
+            ids = torch.where(ids >= 0, ids, ids[:, :1])
+        else:
+            ids = ids.clone()
+        with self._lock:
+            self._chunks.append((self._count, layer, token_seq, positions, ids))
+            self._count += 1
+            self._rows += len(ids)
+            while self._rows > self.max_rows and len(self._chunks) > 1:
+                self._rows -= len(self._chunks.popleft()[4])
+
+    def mark(self) -> int:
+        with self._lock:
+            return self._count
+
+    def trace(self, since: int = 0) -> RoutingTrace:
+        """The window's rows (those of chunks from `since` on) as a trace; a token seen twice at a layer (a
+        preempted sequence recomputed) keeps its last routing."""
+        with self._lock:
+            chunks = [c for c in self._chunks if c[0] >= since]
+        if not chunks:
+            return trace_from_layer(self.metadata.layers[0] if self.metadata.layers else 0, np.zeros(0), np.zeros(0),
+                                    np.zeros((0, self.metadata.top_k)), np.zeros((0, self.metadata.top_k)),
+                                    self.metadata)
+        trace = concat_traces([trace_from_layer(layer, seqs.numpy(), pos.numpy(), ids.numpy(),
+                                                np.zeros(ids.shape, np.float32), self.metadata)
+                               for _, layer, seqs, pos, ids in chunks])
+        key = (trace.layer.astype(np.int64) << 48) | (trace.seq_id.astype(np.int64) << 24) | trace.pos.astype(np.int64)
+        _, last = np.unique(key[::-1], return_index=True)
+        if len(last) == trace.num_rows:
+            return trace
+        keep = np.zeros(trace.num_rows, bool)
+        keep[trace.num_rows - 1 - last] = True
+        return trace.select(keep)
+
+    def __len__(self) -> int:
+        return self._rows

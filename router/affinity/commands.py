@@ -5,6 +5,7 @@
     switchyard affinity predict --traces FILE [--fit EXPR] [--eval EXPR] [--distance D] [--placement FILE | --groups G]
                                [--batch-tokens N] [--json]
     switchyard place --traces FILE --groups G [--replicas R] [--fit EXPR] [--eval EXPR] [--robust] [--json] [-o P]
+    switchyard place --live URL [--apply] [--min-gain X] [--placement P] [--api-key K] [--json]
 
 `register(subparsers)` adds them to a parent parser; every subcommand sets `func(args) -> exit code`.
 `main(argv)` runs them standalone: `python -m switchyard.router.affinity.commands place ...`.
@@ -116,6 +117,13 @@ def format_table(rows: Sequence[StrategyRow]) -> str:
 
 
 def run_place(args: argparse.Namespace) -> int:
+    if args.live:  # a serving app: its router fits on its own recent routing (cluster/place_live.py)
+        from switchyard.cluster.place_live import run_live
+
+        return run_live(args)
+    missing = [flag for flag, value in (("--traces", args.traces), ("--groups", args.groups)) if value is None]
+    if missing:
+        raise SystemExit(f"switchyard place: {' and '.join(missing)} needed (or --live URL)")
     split = split_trace(read_traces(args.traces), args.fit, args.eval)
     rows, chosen = compare_strategies(
         split, args.groups, args.replicas, args.hidden_size, args.bytes_per_element, args.nodes, args.robust
@@ -193,8 +201,8 @@ def _forecast_placement(args: argparse.Namespace, matrix: AffinityMatrix) -> Pla
     return affinity_placement(matrix, groups)
 
 
-def _add_split_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--traces", nargs="+", required=True, help="Parquet trace file(s)")
+def _add_split_options(parser: argparse.ArgumentParser, traces_required: bool = True) -> None:
+    parser.add_argument("--traces", nargs="+", required=traces_required, help="Parquet trace file(s)")
     parser.add_argument("--fit", help='rows to fit on, e.g. "seq_id<16" (default: first half of the sequences)')
     parser.add_argument("--eval", help='rows to evaluate on, e.g. "seq_id>=16" (default: the rows not fitted)')
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
@@ -228,16 +236,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--batch-tokens", type=int, default=32, help="tokens per forecast batch")
     predict.set_defaults(func=run_predict)
 
-    place = subparsers.add_parser("place", help="compare placement strategies on held-out traces, write one")
-    _add_split_options(place)
-    place.add_argument("--groups", type=int, required=True, help="expert groups (deployments)")
+    place = subparsers.add_parser("place", help="compare placement strategies on held-out traces, write one; or "
+                                                "re-place a serving app (--live)")
+    _add_split_options(place, traces_required=False)
+    place.add_argument("--groups", type=int, help="expert groups (deployments)")
     place.add_argument("--replicas", type=int, default=0, help="replica slots per layer, a multiple of --groups")
     place.add_argument("--hidden-size", type=int, default=4096, help="model hidden size, for bytes/token")
     place.add_argument("--bytes-per-element", type=int, default=2, help="activation bytes per element (bf16: 2)")
     place.add_argument("--nodes", type=int, default=1, help="nodes the groups span; > 1 adds eplb-hierarchical")
     place.add_argument("--robust", action="store_true",
                        help="also fit the shift-robust affinity placement (router/affinity/robust.py) and write that one")
-    place.add_argument("-o", "--output", help="write the affinity placement JSON here")
+    place.add_argument("-o", "--output", help="write the affinity placement JSON here (--live: the proposed one)")
+    live = place.add_argument_group("live re-placement (POST /v1/switchyard/placement of a serving app)")
+    live.add_argument("--live", metavar="URL", help="the app's base URL, e.g. http://127.0.0.1:8000: its router fits a "
+                                                   "placement on its recent routing and shows it against the current one")
+    live.add_argument("--apply", action="store_true", help="apply it when the gain passes --min-gain (default: dry run)")
+    live.add_argument("--min-gain", type=float, default=0.02,
+                      help="least relative fan-out drop, 1 - proposed / current, to apply (default 0.02)")
+    live.add_argument("--force", action="store_true", help="apply whatever the gain (min_gain null)")
+    live.add_argument("--placement", dest="explicit_placement", metavar="FILE",
+                      help="propose this placement JSON instead of fitting one")
+    live.add_argument("--api-key", default=None, help="the app's API key (default: $SWITCHYARD_API_KEY)")
+    live.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer (a switch)")
     place.set_defaults(func=run_place)
 
 
