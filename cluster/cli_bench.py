@@ -92,6 +92,24 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.set_defaults(func=run_affinity)
 
+    p = which.add_parser("replace", help="re-placement while serving, on traffic that moves from one corpus to the other",
+                         description="Serve the model with groups placed by affinity on one corpus, stream windows of "
+                                     "it, then of the other, re-place while streaming (POST /v1/switchyard/placement, "
+                                     "fitted on the router's recent routing), stream on; per phase steps, step time, "
+                                     "tok/s and fan-out, recorded and predicted.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--groups", type=int, default=4)
+    p.add_argument("--first", default="wiki", choices=["wiki", "news"], help="the corpus the placement is fitted on")
+    p.add_argument("--phase-seconds", type=float, default=30.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt window")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--min-gain", type=float, default=0.0, help="the switch's threshold (1 - proposed / current fan-out)")
+    p.add_argument("--window-tokens", type=int, default=8192, help="the router's window of recent routing")
+    p.add_argument("--out", default="runs/bench-replace", help="folder for the fitted placement and a JSON record")
+    p.set_defaults(func=run_replace)
+
     p = which.add_parser("tracing", help="decode throughput with and without routing-trace recording")
     p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
     p.add_argument("--batch", type=int, default=32)
@@ -273,6 +291,34 @@ def run_autoscale(args) -> int:
     print(format_table(autoscale.PHASE_HEADERS, autoscale.phase_rows(results, prices)))
     print(format_table(autoscale.TOTAL_HEADERS, autoscale.total_rows(results, prices)))
     return 1 if any(r.errors for r in results) else 0
+
+
+def run_replace(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench import replace as bench
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    missing = [str(p) for p in bench.CORPORA.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"switchyard bench replace: no corpus at {', '.join(missing)} (../shared/data)")
+    second = "news" if args.first == "wiki" else "wiki"
+    print(f"model: {model}; {args.groups} expert groups, {args.transport} transport; placement fitted on "
+          f"{args.first}, traffic {args.first} then {second}; {args.concurrency} clients, windows of "
+          f"{args.prompt_len} tokens, {args.max_tokens} greedy tokens each; phases of {args.phase_seconds:.0f} s")
+    phases, results, steps, answer, since = bench.run(model, args.groups, args.phase_seconds, args.concurrency,
+                                                      args.max_tokens, args.prompt_len, args.transport, args.min_gain,
+                                                      args.window_tokens, args.first, Path(args.out), log_to_stderr)
+    print(format_table(bench.HEADERS, bench.phase_rows(phases, results, steps)))
+    for line in bench.summary(answer, since):
+        print(line)
+    repeated, changed = bench.greedy_mismatches(results)
+    print(f"greedy outputs: {repeated} prompts answered more than once, {changed} of them differently")
+    Path(args.out, "result.json").write_text(bench.to_json(phases, results, steps, answer, since))
+    failed = sum(1 for r in results if r[3] is None)
+    return 1 if failed or changed else 0
 
 
 def run_tracing(args) -> int:

@@ -239,3 +239,20 @@ def test_no_json_no_routing_no_groups_and_no_key_are_refused(window):
     assert no_groups.status_code == 400 and no_groups.json()["error"]["code"] == "replacement_unavailable"
     locked = placement_app(window, _NoSwitch(contiguous(LAYERS, 8, 2)), keys=("k",))
     assert post(locked, {}).status_code == 401 and post(locked, {}, key="k").status_code == 200
+
+
+def test_place_live_prints_the_comparison_and_writes_the_proposal(window, tmp_path, capsys):
+    from served_app import http_server
+    from switchyard.cluster.cli import main
+
+    app = placement_app(window, _NoSwitch(contiguous(LAYERS, 8, 2)), keys=("k",))
+    out = tmp_path / "proposed.json"
+    with http_server(app) as url:
+        assert main(["place", "--live", url, "--api-key", "k", "--min-gain", "0", "-o", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert main(["place", "--live", url]) == 1  # no key
+        assert "HTTP 401" in capsys.readouterr().err
+    assert "proposed" in printed and "dry run" in printed and "candidate" in printed
+    assert json.loads(out.read_text())["num_groups"] == 2
+    with pytest.raises(SystemExit, match="--traces and --groups"):
+        main(["place"])

@@ -1,0 +1,226 @@
+"""`switchyard bench replace`: re-placement while serving, on a workload whose routing shifts.
+
+The app serves the built-in model with its groups placed by affinity fitted on one corpus (the routing of
+windows of it, recorded on a single-process engine). Clients then send windows of that corpus, then of the
+other: the placement goes stale. While the second corpus streams, the bench asks the router to re-place
+(POST /v1/switchyard/placement, fitted on its own recent routing) and keeps streaming after it. Per phase:
+the router's own steps (count, mean and max step time, output tok/s), the fan-out it recorded, and the fan-out
+the placement endpoint predicted; greedy outputs are compared across phases (a prompt sent before and after
+the switch must come back the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from switchyard.cluster.cli_serve import free_port
+
+APP = "bench-replace"
+REPO = Path(__file__).resolve().parents[2]
+CORPORA = {"wiki": REPO.parent / "shared/data/corpus/wiki-sample.txt",
+           "news": REPO.parent / "shared/data/corpus/lee-background.txt"}
+
+
+@dataclass
+class Phase:
+    name: str
+    start: float
+    end: float = 0.0
+    stats: tuple[dict, dict] | None = None  # the router's /v1/switchyard/stats at start and end
+    predicted: float | None = None
+
+
+@dataclass
+class Load:
+    prompts: list[list[int]]
+    results: list[tuple[float, float, tuple, str | None]] = field(default_factory=list)  # start, end, key, text
+    stop: bool = False
+
+
+def windows(tokenizer, path: Path, count: int, length: int, seed: int) -> list[list[int]]:
+    """`count` windows of `length` tokens at random places of a text file."""
+    ids = tokenizer.encode(path.read_text(errors="replace"), add_special_tokens=False)
+    rng = random.Random(seed)
+    starts = sorted(rng.randrange(0, len(ids) - length) for _ in range(count))
+    return [ids[s:s + length] for s in starts]
+
+
+def fitted_placement(model: Path, prompts: list[list[int]], groups: int, out: Path, log) -> Path:
+    """The affinity placement of the routing of `prompts` on a single-process engine, saved under `out`."""
+    import tempfile
+
+    from switchyard.configs.engine import EngineConfig
+    from switchyard.router.affinity.affinity_placement import affinity_placement
+    from switchyard.router.affinity.matrix import fit_affinity
+    from switchyard.router.affinity.traces import read_traces
+    from switchyard.router.engine import Engine
+    from switchyard.router.sampling import SamplingParams
+    from switchyard.router.trace_recorder import record_generation
+
+    log(f"recording the routing of {len(prompts)} windows on a single-process engine ...")
+    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=32, max_model_len=512))
+    with tempfile.TemporaryDirectory() as scratch:
+        recorder = record_generation(engine, prompts, SamplingParams(max_tokens=1, temperature=0.0), scratch,
+                                     model.name)
+        trace = read_traces(recorder.files)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "placement-fitted.json"
+    affinity_placement(fit_affinity(trace), groups).save(path)
+    return path
+
+
+def app_config(model: Path, placement: Path, groups: int, transport: str, window_tokens: int) -> dict:
+    return {"model": str(model), "served_model_name": "bench", "name": APP, "num_groups": groups,
+            "placement": str(placement),
+            "router": {"transport": transport, "max_num_seqs": 64, "max_model_len": 512},
+            "router_pool": {"num_cpus": 1, "torch_threads": 1},
+            "expert_pool": {"num_cpus": 0.25, "torch_threads": 1},
+            "replacement": {"window_tokens": window_tokens}}
+
+
+async def _worker(http, url: str, load: Load, index: int, concurrency: int, max_tokens: int) -> None:
+    i = index
+    while not load.stop:
+        prompt = load.prompts[i % len(load.prompts)]
+        i += concurrency
+        start = time.monotonic()
+        r = await http.post(f"{url}/v1/completions", json={"model": "bench", "prompt": prompt,
+                                                           "max_tokens": max_tokens, "temperature": 0})
+        text = r.json()["choices"][0]["text"] if r.status_code == 200 else None
+        load.results.append((start, time.monotonic(), tuple(prompt), text))
+
+
+async def _drive(url: str, first: list[list[int]], second: list[list[int]], phase_s: float, concurrency: int,
+                 max_tokens: int, min_gain: float | None, names: tuple[str, str], log):
+    load = Load(first)
+    phases: list[Phase] = []
+    async with httpx.AsyncClient(timeout=600) as http:
+        async def stats() -> dict:
+            return (await http.get(f"{url}/v1/switchyard/stats")).json()
+
+        async def phase(name: str, body=None) -> tuple[Phase, dict | None]:
+            log(f"{name} ...")
+            current = Phase(name, time.monotonic())
+            before = await stats()
+            answer = None
+            if body is None:
+                await asyncio.sleep(phase_s)
+            else:
+                r = await http.post(f"{url}/v1/switchyard/placement", json=body)
+                answer = r.json()
+                if r.status_code != 200:
+                    raise RuntimeError(f"POST /v1/switchyard/placement: HTTP {r.status_code}: {answer}")
+            current.end = time.monotonic()
+            current.stats = (before, await stats())
+            phases.append(current)
+            return current, answer
+
+        workers = [asyncio.create_task(_worker(http, url, load, k, concurrency, max_tokens))
+                   for k in range(concurrency)]
+        await phase(f"{names[0]}, placement fitted on it")
+        load.prompts = second  # the router's window fills with the second corpus's routing
+        stale, _ = await phase(f"{names[1]}, stale placement")
+        switch, answer = await phase("switch (load, switch, drop)", {"dry_run": False, "min_gain": min_gain})
+        after, _ = await phase(f"{names[1]}, re-placed" if answer["applied"] else f"{names[1]}, not re-placed")
+        load.stop = True
+        await asyncio.gather(*workers)
+        since = (await http.get(f"{url}/v1/switchyard/placement")).json().get("since_switch")
+    if "current" in answer and answer["current"].get("fan_out") is not None:
+        stale.predicted = answer["current"]["fan_out"]
+        after.predicted = answer["proposed"]["fan_out"]
+    return phases, load.results, answer, since
+
+
+def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: int, prompt_len: int,
+        transport: str, min_gain: float | None, window_tokens: int, first: str, out: Path, log):
+    import ray
+    from ray import serve
+
+    from switchyard.cluster.app import build_app
+    from switchyard.router.tokenizer import Tokenizer
+
+    second = "news" if first == "wiki" else "wiki"
+    tokenizer = Tokenizer.from_dir_if_present(model)
+    prompts = {name: windows(tokenizer, CORPORA[name], 256, prompt_len, seed) for seed, name in enumerate(CORPORA)}
+    placement = fitted_placement(model, prompts[first][:128], groups, out, log)
+    port = free_port("127.0.0.1")
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        log(f"deploying {groups} groups ({transport}) ...")
+        serve.run(build_app(app_config(model, placement, groups, transport, window_tokens)), name=APP,
+                  route_prefix=f"/{APP}")
+        url = f"http://127.0.0.1:{port}/{APP}"
+        httpx.post(f"{url}/v1/completions", timeout=300, json={"model": "bench", "prompt": prompts[first][0],
+                                                               "max_tokens": 4})  # warm
+        # 64 prompts each: enough to repeat, so greedy outputs are compared before and after the switch
+        phases, results, answer, since = asyncio.run(_drive(url, prompts[first][128:192], prompts[second][128:192],
+                                                            phase_s, concurrency, max_tokens, min_gain,
+                                                            (first, second), log))
+        steps = serve.get_app_handle(APP).step_records.remote(0.0).result()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return phases, results, steps, answer, since
+
+
+HEADERS = ["phase", "seconds", "steps", "ms/step mean", "ms/step max", "output tok/s", "fan-out recorded",
+           "fan-out predicted", "requests", "failed"]
+
+
+def phase_rows(phases: list[Phase], results: list, steps: list[tuple[float, float, int]]) -> list[list]:
+    rows = []
+    for p in phases:
+        mine = [(s, n) for end, s, n in steps if p.start < end <= p.end]
+        seconds = np.array([s for s, _ in mine]) * 1000
+        before, after = p.stats
+        token_layers = after["token_layers"] - before["token_layers"]
+        fan_out = (after["group_messages"] - before["group_messages"]) / token_layers if token_layers else None
+        done = [r for r in results if p.start < r[1] <= p.end]
+        rows.append([p.name, p.end - p.start, len(mine), float(seconds.mean()) if len(mine) else None,
+                     float(seconds.max()) if len(mine) else None, sum(n for _, n in mine) / (p.end - p.start),
+                     fan_out, p.predicted, len(done), sum(1 for r in done if r[3] is None)])
+    return rows
+
+
+def greedy_mismatches(results: list) -> tuple[int, int]:
+    """(prompts answered more than once, of them those whose greedy text was not the same every time)."""
+    texts: dict[tuple, list[str]] = {}
+    for _, _, key, text in results:
+        if text is not None:
+            texts.setdefault(key, []).append(text)
+    repeated = [t for t in texts.values() if len(t) > 1]
+    return len(repeated), sum(1 for t in repeated if len(set(t)) > 1)
+
+
+def summary(answer: dict, since: dict | None) -> list[str]:
+    lines = []
+    if "gain" in answer:
+        cands = ", ".join(f"{name} {c['fan_out']:.3f} / {c['imbalance']:.3f}"
+                          for name, c in answer.get("candidates", {}).items())
+        lines.append(f"proposal on {answer['scored_tokens']} held-out window tokens: current "
+                     f"{answer['current']['fan_out']:.3f} / {answer['current']['imbalance']:.3f} (fan-out / "
+                     f"imbalance), proposed {answer['proposed']['strategy']} {answer['proposed']['fan_out']:.3f} / "
+                     f"{answer['proposed']['imbalance']:.3f}, gain {answer['gain']:.3f}; candidates: {cands}")
+    lines.append(f"{'applied' if answer['applied'] else 'not applied'}: {answer['reason']}")
+    if answer.get("applied"):
+        s = answer["switch"]
+        lines.append(f"switch: {s['experts_loaded']} experts loaded on {s['replicas']} replicas in {s['load_s']:.2f} s, "
+                     f"tables switched {s['switch_s'] * 1000:.1f} ms after, old experts dropped in {s['drop_s']:.2f} s")
+    if since and since.get("predicted_fan_out") is not None:
+        lines.append(f"since the switch: fan-out recorded {since['recorded_fan_out']:.4f}, the placement's prediction "
+                     f"on the same {since['window_tokens']} tokens {since['predicted_fan_out']:.4f}")
+    return lines
+
+
+def to_json(phases, results, steps, answer, since) -> str:
+    return json.dumps({"phases": [vars(p) for p in phases], "answer": answer, "since_switch": since,
+                       "requests": len(results), "steps": len(steps)}, indent=1, default=str)
