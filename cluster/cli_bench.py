@@ -99,7 +99,9 @@ def register(sub, engine_flags) -> None:
                                      "tok/s and fan-out, recorded and predicted.")
     p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
     p.add_argument("--groups", type=int, default=4)
-    p.add_argument("--first", default="wiki", choices=["wiki", "news"], help="the corpus the placement is fitted on")
+    p.add_argument("--first", default="wiki", choices=["wiki", "news"], help="the corpus the traffic starts with")
+    p.add_argument("--initial", default="affinity", choices=["affinity", "contiguous"],
+                   help="the placement served first: affinity fitted on --first, or the contiguous split")
     p.add_argument("--phase-seconds", type=float, default=30.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=32)
@@ -305,12 +307,14 @@ def run_replace(args) -> int:
     if missing:
         raise SystemExit(f"switchyard bench replace: no corpus at {', '.join(missing)} (../shared/data)")
     second = "news" if args.first == "wiki" else "wiki"
-    print(f"model: {model}; {args.groups} expert groups, {args.transport} transport; placement fitted on "
-          f"{args.first}, traffic {args.first} then {second}; {args.concurrency} clients, windows of "
+    initial = f"placement fitted on {args.first}" if args.initial == "affinity" else "contiguous placement"
+    print(f"model: {model}; {args.groups} expert groups, {args.transport} transport; {initial}, traffic "
+          f"{args.first} then {second}; {args.concurrency} clients, windows of "
           f"{args.prompt_len} tokens, {args.max_tokens} greedy tokens each; phases of {args.phase_seconds:.0f} s")
     phases, results, steps, answer, since = bench.run(model, args.groups, args.phase_seconds, args.concurrency,
                                                       args.max_tokens, args.prompt_len, args.transport, args.min_gain,
-                                                      args.window_tokens, args.first, Path(args.out), log_to_stderr)
+                                                      args.window_tokens, args.first, Path(args.out), log_to_stderr,
+                                                      args.initial)
     print(format_table(bench.HEADERS, bench.phase_rows(phases, results, steps)))
     for line in bench.summary(answer, since):
         print(line)

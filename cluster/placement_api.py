@@ -27,7 +27,7 @@ from switchyard.cluster.registry import PlacementConflict
 from switchyard.cluster.replacement import Replacer, SwitchFailed
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement, PlacementError
-from switchyard.router.affinity.rolling import Proposal, check_compatible, compare, propose, worth_applying
+from switchyard.router.affinity.rolling import check_compatible, compare, propose, worth_applying
 from switchyard.router.trace_recorder import RoutingWindow
 
 MAX_BODY_BYTES = 8 << 20  # a placement of a DeepSeek-size model is a few MB of JSON
@@ -47,6 +47,7 @@ class SwitchMark:
     window_mark: int
     group_messages: int
     token_layers: int
+    in_flight: int  # sequences submitted and not finished: the requests the switch happened under
 
 
 @dataclass
@@ -56,6 +57,9 @@ class PlacementService:
     counters: Callable[[], tuple[int, int]]  # (group messages, token layers) dispatched so far
     min_tokens: int = 256
     refused: str = ""  # why `replacer` is None
+    # compute(fn, *args) -> awaitable of fn(*args): the fits and scores, away from the event loop. The router
+    # runs them in a Ray task: in a thread of its own process they would hold the GIL the engine thread needs.
+    compute: Callable = asyncio.to_thread
     last_switch: SwitchMark | None = None
     history: list[dict] = field(default_factory=list)
 
@@ -91,7 +95,13 @@ class PlacementService:
         if not body.dry_run and self.replacer.busy:
             raise ApiError(409, "a switch is under way; try again when it is done", code="switch_in_progress")
         current = self.placement
-        proposal = await asyncio.to_thread(self._propose, current, explicit, tokens)
+        trace = await asyncio.to_thread(self.window.trace) if tokens else None
+        if trace is None:
+            proposal = None
+        elif explicit is not None:
+            proposal = await self.compute(compare, trace, current, explicit)
+        else:
+            proposal = await self.compute(propose, trace, current)
         placement = explicit if proposal is None else proposal.placement
         out = {"object": "switchyard.placement", "dry_run": body.dry_run, "min_gain": body.min_gain,
                "current": {"version": self.replacer.version, "strategy": current.strategy},
@@ -117,22 +127,18 @@ class PlacementService:
             raise ApiError(409, str(err), code="switch_in_progress") from err
         except SwitchFailed as err:
             raise ApiError(503, str(err), kind="server_error", code="switch_failed") from err
-        record = {"version": report.version, "strategy": placement.strategy, **report.to_dict()}
+        record = {"version": report.version, "strategy": placement.strategy, **report.to_dict(),
+                  "sequences_in_flight": self.last_switch.in_flight if self.last_switch else None}
         self.history.append(record)
         return out | {"applied": True, "switch": record}
 
     # -- called on the engine thread, between two steps -----------------------------------------------------
-    def marked(self) -> None:
+    def marked(self, in_flight: int = 0) -> None:
         messages, token_layers = self.counters()
-        self.last_switch = SwitchMark(self.window.mark() if self.window is not None else 0, messages, token_layers)
+        self.last_switch = SwitchMark(self.window.mark() if self.window is not None else 0, messages, token_layers,
+                                      in_flight)
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _propose(self, current: Placement, explicit: Placement | None, tokens: int) -> Proposal | None:
-        if tokens == 0:
-            return None
-        trace = self.window.trace()
-        return compare(trace, current, explicit) if explicit is not None else propose(trace, current)
-
     def _window_tokens(self) -> int:
         if self.window is None:
             return 0

@@ -256,3 +256,16 @@ def test_place_live_prints_the_comparison_and_writes_the_proposal(window, tmp_pa
     assert json.loads(out.read_text())["num_groups"] == 2
     with pytest.raises(SystemExit, match="--traces and --groups"):
         main(["place"])
+
+
+def test_the_replace_benchs_phase_table_and_greedy_check():
+    from switchyard.cluster.bench.replace import Phase, greedy_mismatches, phase_rows
+
+    phase = Phase("p", 10.0, 12.0, ({"token_layers": 100, "group_messages": 200},
+                                    {"token_layers": 160, "group_messages": 350}), 2.4)
+    steps = [(9.5, 0.1, 4), (10.5, 0.2, 8), (12.0, 0.4, 8), (12.5, 1.0, 1)]  # (end, seconds, outputs)
+    results = [(9.0, 10.5, (1, 2), "a"), (10.0, 11.0, (1, 2), "a"), (10.0, 11.5, (3,), None), (11.0, 13.0, (3,), "b")]
+    row = phase_rows([phase], results, steps)[0]
+    assert row == ["p", 2.0, 2, pytest.approx(300.0), pytest.approx(400.0), 8.0, 2.5, 2.4, 3, 1]
+    assert greedy_mismatches(results) == (1, 0)
+    assert greedy_mismatches(results + [(0, 0, (1, 2), "c")]) == (1, 1)

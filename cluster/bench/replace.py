@@ -1,8 +1,9 @@
 """`switchyard bench replace`: re-placement while serving, on a workload whose routing shifts.
 
 The app serves the built-in model with its groups placed by affinity fitted on one corpus (the routing of
-windows of it, recorded on a single-process engine). Clients then send windows of that corpus, then of the
-other: the placement goes stale. While the second corpus streams, the bench asks the router to re-place
+windows of it, recorded on a single-process engine), or with `--initial contiguous` split contiguously, as an
+app without a placement file is. Clients then send windows of that corpus, then of the other: the placement
+goes stale. While the second corpus streams, the bench asks the router to re-place
 (POST /v1/switchyard/placement, fitted on its own recent routing) and keeps streaming after it. Per phase:
 the router's own steps (count, mean and max step time, output tok/s), the fan-out it recorded, and the fan-out
 the placement endpoint predicted; greedy outputs are compared across phases (a prompt sent before and after
@@ -99,7 +100,8 @@ async def _worker(http, url: str, load: Load, index: int, concurrency: int, max_
 
 
 async def _drive(url: str, first: list[list[int]], second: list[list[int]], phase_s: float, concurrency: int,
-                 max_tokens: int, min_gain: float | None, names: tuple[str, str], log):
+                 max_tokens: int, min_gain: float | None, labels: tuple[str, str, str], log):
+    """Phases named by `labels`: (the first corpus, the second before the switch, the second)."""
     load = Load(first)
     phases: list[Phase] = []
     async with httpx.AsyncClient(timeout=600) as http:
@@ -125,11 +127,11 @@ async def _drive(url: str, first: list[list[int]], second: list[list[int]], phas
 
         workers = [asyncio.create_task(_worker(http, url, load, k, concurrency, max_tokens))
                    for k in range(concurrency)]
-        await phase(f"{names[0]}, placement fitted on it")
+        await phase(labels[0])
         load.prompts = second  # the router's window fills with the second corpus's routing
-        stale, _ = await phase(f"{names[1]}, stale placement")
+        stale, _ = await phase(labels[1])
         switch, answer = await phase("switch (load, switch, drop)", {"dry_run": False, "min_gain": min_gain})
-        after, _ = await phase(f"{names[1]}, re-placed" if answer["applied"] else f"{names[1]}, not re-placed")
+        after, _ = await phase(f"{labels[2]}, re-placed" if answer["applied"] else f"{labels[2]}, not re-placed")
         load.stop = True
         await asyncio.gather(*workers)
         since = (await http.get(f"{url}/v1/switchyard/placement")).json().get("since_switch")
@@ -140,7 +142,8 @@ async def _drive(url: str, first: list[list[int]], second: list[list[int]], phas
 
 
 def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: int, prompt_len: int,
-        transport: str, min_gain: float | None, window_tokens: int, first: str, out: Path, log):
+        transport: str, min_gain: float | None, window_tokens: int, first: str, out: Path, log,
+        initial: str = "affinity"):
     import ray
     from ray import serve
 
@@ -150,7 +153,16 @@ def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: 
     second = "news" if first == "wiki" else "wiki"
     tokenizer = Tokenizer.from_dir_if_present(model)
     prompts = {name: windows(tokenizer, CORPORA[name], 256, prompt_len, seed) for seed, name in enumerate(CORPORA)}
-    placement = fitted_placement(model, prompts[first][:128], groups, out, log)
+    if initial == "affinity":
+        placement = fitted_placement(model, prompts[first][:128], groups, out, log)
+    else:  # what an app serves without a placement file
+        from switchyard.experts.checkpoint import Checkpoint
+        from switchyard.router.affinity.strategies import contiguous
+
+        cfg = Checkpoint.open(model).config
+        out.mkdir(parents=True, exist_ok=True)
+        placement = out / "placement-contiguous.json"
+        contiguous(cfg.moe_layers, cfg.num_experts, groups).save(placement)
     port = free_port("127.0.0.1")
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -164,12 +176,18 @@ def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: 
         # 64 prompts each: enough to repeat, so greedy outputs are compared before and after the switch
         phases, results, answer, since = asyncio.run(_drive(url, prompts[first][128:192], prompts[second][128:192],
                                                             phase_s, concurrency, max_tokens, min_gain,
-                                                            (first, second), log))
+                                                            _labels(first, second, initial), log))
         steps = serve.get_app_handle(APP).step_records.remote(0.0).result()
     finally:
         serve.shutdown()
         ray.shutdown()
     return phases, results, steps, answer, since
+
+
+def _labels(first: str, second: str, initial: str) -> tuple[str, str, str]:
+    if initial == "affinity":
+        return f"{first}, placement fitted on it", f"{second}, stale placement", second
+    return f"{first}, contiguous placement", f"{second}, contiguous placement", second
 
 
 HEADERS = ["phase", "seconds", "steps", "ms/step mean", "ms/step max", "output tok/s", "fan-out recorded",
@@ -214,7 +232,8 @@ def summary(answer: dict, since: dict | None) -> list[str]:
     if answer.get("applied"):
         s = answer["switch"]
         lines.append(f"switch: {s['experts_loaded']} experts loaded on {s['replicas']} replicas in {s['load_s']:.2f} s, "
-                     f"tables switched {s['switch_s'] * 1000:.1f} ms after, old experts dropped in {s['drop_s']:.2f} s")
+                     f"tables switched {s['switch_s'] * 1000:.1f} ms after under {s['sequences_in_flight']} running "
+                     f"sequences, old experts dropped in {s['drop_s']:.2f} s")
     if since and since.get("predicted_fan_out") is not None:
         lines.append(f"since the switch: fan-out recorded {since['recorded_fan_out']:.4f}, the placement's prediction "
                      f"on the same {since['window_tokens']} tokens {since['predicted_fan_out']:.4f}")
