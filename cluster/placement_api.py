@@ -27,7 +27,7 @@ from switchyard.cluster.registry import PlacementConflict
 from switchyard.cluster.replacement import Replacer, SwitchFailed
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement, PlacementError
-from switchyard.router.affinity.rolling import check_compatible, compare, propose, worth_applying
+from switchyard.router.affinity.rolling import check_compatible, compare, propose, replayed_fan_out, worth_applying
 from switchyard.router.trace_recorder import RoutingWindow
 
 MAX_BODY_BYTES = 8 << 20  # a placement of a DeepSeek-size model is a few MB of JSON
@@ -151,8 +151,9 @@ class PlacementService:
                 "capacity_tokens": self.window.max_rows // max(1, len(self.window.metadata.layers))}
 
     def _since_switch(self) -> dict | None:
-        """Fan-out the router recorded since the last switch, and the current placement's prediction on the
-        same tokens (exact for a placement without replicas; with replicas the dispatcher's batches differ)."""
+        """Fan-out the router recorded since the last switch, the current placement's prediction on the same
+        tokens (exact for a placement without replicas: with replicas the dispatcher's batches matter), and its
+        dispatch replayed call by call (exact with replicas too, while the window holds every call since)."""
         mark = self.last_switch
         if mark is None:
             return None
@@ -165,6 +166,8 @@ class PlacementService:
             if trace.num_rows:
                 report = evaluate_placement(self.placement, trace.aligned(), hidden_size=1)
                 out |= {"predicted_fan_out": report.mean_fan_out, "predicted_imbalance": report.mean_imbalance,
+                        "replayed_fan_out": replayed_fan_out(self.window.calls(since=mark.window_mark),
+                                                             self.placement),
                         "window_tokens": int(trace.num_rows // max(1, len(self.placement.layers)))}
         return out
 

@@ -94,10 +94,16 @@ class Replacer:
             raise SwitchFailed(f"loading the new experts failed, the old placement serves on: {err}") from err
         loaded = time.perf_counter()
         prepared = self._prepare(placement)
+        cancelled = []
+
+        def switch() -> None:  # on the engine thread; a no-op once the wait for it gave up
+            if not cancelled:
+                self._switch(prepared)
+
         try:
-            await asyncio.wait_for(asyncio.wrap_future(self._call_between_steps(lambda: self._switch(prepared))),
-                                   self.timeout_s)
-        except BaseException as err:  # the engine is shutting down: the old tables still serve
+            await asyncio.wait_for(asyncio.wrap_future(self._call_between_steps(switch)), self.timeout_s)
+        except BaseException as err:  # a step stuck past the timeout, or the engine shutting down: old tables
+            cancelled.append(True)
             await self.registry.end_switch.remote(self.deploy_id, target, False)
             raise SwitchFailed(f"the router could not switch its tables: {err}") from err
         switched = time.perf_counter()

@@ -147,7 +147,8 @@ class RoutingWindow:
     An engine observer, like TraceRecorder: the hot path clones the step's routing into a deque of chunks (one
     per layer call) and drops the oldest chunks past the bound. Experts dropped by adaptive routing (id -1) are
     recorded as the token's first expert, which it always keeps: the groups the token visits, and so the fan-out,
-    are unchanged. `mark()` numbers the chunks so far; `trace(since=mark)` gives only what came after it.
+    are unchanged. `mark()` numbers the chunks so far; `trace(since=mark)` gives only what came after it, and
+    `calls(since=mark)` the same calls unmerged.
     """
 
     def __init__(self, metadata: TraceMetadata, max_tokens: int):
@@ -201,6 +202,12 @@ class RoutingWindow:
         keep = np.zeros(trace.num_rows, bool)
         keep[trace.num_rows - 1 - last] = True
         return trace.select(keep)
+
+    def calls(self, since: int = 0) -> list[tuple[int, np.ndarray]]:
+        """(layer, expert ids [T, k]) of every recorded layer call from chunk `since` on, in order: the batches
+        the router dispatched, for replaying a placement's dispatch exactly (rolling.replayed_fan_out)."""
+        with self._lock:
+            return [(layer, ids.numpy()) for number, layer, _, _, ids in self._chunks if number >= since]
 
     def __len__(self) -> int:
         return self._rows

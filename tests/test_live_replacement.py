@@ -72,19 +72,29 @@ async def load_across(url: str, switch) -> tuple[list, dict, float, float]:
     return results, answer, began, ended
 
 
+async def post_switch(http, url: str, placement: Placement) -> dict:
+    r = await http.post(f"{url}/v1/switchyard/placement",
+                        json={"dry_run": False, "min_gain": None, "placement": json.loads(placement.to_json())})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def replicated_placement() -> Placement:
+    """Two groups of five: each holds half the experts and a copy of one of the other half's."""
+    import numpy as np
+
+    holds = np.zeros((len(LAYERS), 2, 8), bool)
+    holds[:, 0, [0, 1, 2, 3, 4]] = holds[:, 1, [4, 5, 6, 7, 0]] = True
+    return Placement("replicated", LAYERS, holds)
+
+
 @pytest.mark.parametrize("transport", ["compiled", "actor"])
 def test_switch_under_concurrent_load(ray_serve, checkpoints, reference, transport):
     name = f"replace-{transport}"
     url = deploy(ray_serve, checkpoints["qwen3_moe"], name, transport)
     new = round_robin(LAYERS, 8, 2)  # from the contiguous split: half of every group's experts move
     try:
-        async def switch(http):
-            r = await http.post(f"{url}/v1/switchyard/placement",
-                                json={"dry_run": False, "min_gain": None, "placement": json.loads(new.to_json())})
-            assert r.status_code == 200, r.text
-            return r.json()
-
-        results, answer, began, _ = asyncio.run(load_across(url, switch))
+        results, answer, began, _ = asyncio.run(load_across(url, lambda http: post_switch(http, url, new)))
         assert answer["applied"] and answer["switch"]["version"] == 1 and answer["switch"]["experts_loaded"] == 12
         assert all(status == 200 for _, status, *_ in results), [r[1:3] for r in results if r[1] != 200]
         assert [body["choices"][0]["text"] for i, _, body, *_ in results] == [reference[i] for i, *_ in results]
@@ -107,6 +117,22 @@ def test_switch_under_concurrent_load(ray_serve, checkpoints, reference, transpo
         infos = serve.get_app_handle(name).group_info.remote().result()
         for g, info in enumerate(infos):
             assert {int(k): sorted(v) for k, v in info["held"].items()} == new.experts_of_group(g)
+
+        assert since["replayed_fan_out"] == pytest.approx(since["recorded_fan_out"], abs=1e-9)
+
+        if transport == "compiled":  # a second switch, to a placement with replicas, under load again
+            replicated = replicated_placement()
+            results, answer, began, _ = asyncio.run(load_across(url, lambda http: post_switch(http, url, replicated)))
+            assert answer["applied"] and answer["switch"]["version"] == 2
+            assert all(status == 200 for _, status, *_ in results)
+            assert [body["choices"][0]["text"] for i, _, body, *_ in results] == [reference[i] for i, *_ in results]
+            since = httpx.get(f"{url}/v1/switchyard/placement", timeout=30).json()["since_switch"]
+            # with replicas the router picks a replica per token, from its call's loads: the replay of its calls
+            # counts the same; evaluate_placement's own batches may pick other replicas (reported, not compared)
+            assert since["recorded_fan_out"] == pytest.approx(since["replayed_fan_out"], abs=1e-9)
+            infos = serve.get_app_handle(name).group_info.remote().result()
+            for g, info in enumerate(infos):
+                assert {int(k): sorted(v) for k, v in info["held"].items()} == replicated.experts_of_group(g)
 
         if transport == "actor":  # a replica started after the switch loads the new placement, not its bound one
             _, replicas = ray.get(registry.snapshot.remote())

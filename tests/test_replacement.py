@@ -269,3 +269,84 @@ def test_the_replace_benchs_phase_table_and_greedy_check():
     assert row == ["p", 2.0, 2, pytest.approx(300.0), pytest.approx(400.0), 8.0, 2.5, 2.4, 3, 1]
     assert greedy_mismatches(results) == (1, 0)
     assert greedy_mismatches(results + [(0, 0, (1, 2), "c")]) == (1, 1)
+
+
+# -- the switch's steps, with the registry and the replicas in this process ----------------------------------
+class _Remote:
+    """`obj.method.remote(*args)` as an awaitable, for a stand-in of a Ray actor."""
+
+    def __init__(self, call):
+        self.remote = call
+
+
+class _LocalActor:
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name):
+        method = getattr(self._obj, name)
+
+        async def call(*args):
+            return method(*args)
+
+        return _Remote(call)
+
+
+class _Replica:
+    """A replica's actor: `__ray_call__` runs the function with this replica's server as the serving one."""
+
+    def __init__(self, server):
+        self.server = server
+
+        async def ray_call(fn, *args):
+            from switchyard.cluster import expert_deployment
+
+            expert_deployment._SERVING = self.server
+            return fn(None, *args)
+
+        self.__ray_call__ = _Remote(ray_call)
+
+
+def _replacer(checkpoints, current, switched):
+    from switchyard.cluster.registry import ReplicaRegistry
+    from switchyard.cluster.replacement import Replacer
+
+    registry = ReplicaRegistry.__ray_actor_class__()
+    servers = [ExpertGroupServer(str(checkpoints["qwen3_moe"]), current.experts_of_group(g)) for g in range(2)]
+    for g, server in enumerate(servers):
+        registry.register(f"g{g}", f"r{g}", _Replica(server))
+
+    def between_steps(fn):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+        future.set_result(fn())
+        return future
+
+    replacer = Replacer(_LocalActor(registry), "d", ["g0", "g1"], current, 0, lambda p: p, switched.append,
+                        between_steps, timeout_s=30)
+    return replacer, registry, servers
+
+
+def test_a_switch_loads_switches_then_drops_and_a_failed_load_changes_nothing(checkpoints):
+    from switchyard.cluster.replacement import SwitchFailed
+
+    current, new = contiguous(LAYERS, 8, 2), round_robin(LAYERS, 8, 2)
+    switched = []
+    replacer, registry, servers = _replacer(checkpoints, current, switched)
+    report = asyncio.run(replacer.apply(new))
+    assert switched == [new] and replacer.version == 1 and report.replicas == 2 and report.experts_loaded == 12
+    assert registry.placement_state("d").needed() == (1,)
+    for g, server in enumerate(servers):
+        assert {k: sorted(v) for k, v in server.group.held().items()} == new.experts_of_group(g)
+
+    # a replica that cannot load: aborted before the tables change, the registry back, extras dropped
+    switched.clear()
+    replacer, registry, servers = _replacer(checkpoints, current, switched)
+    servers[1].ckpt = None  # its next load fails
+    with pytest.raises(SwitchFailed, match="old placement serves on"):
+        asyncio.run(replacer.apply(new))
+    assert switched == [] and replacer.version == 0 and replacer.placement is current
+    assert registry.placement_state("d").needed() == (0,)
+    for g, server in enumerate(servers):
+        assert {k: sorted(v) for k, v in server.group.held().items()} == current.experts_of_group(g)

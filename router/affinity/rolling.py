@@ -11,7 +11,7 @@ those rows, `propose`:
    its groups layer by layer to keep as many experts where they are as possible (group labels are free:
    relabelling changes neither fan-out nor balance, only how many experts must move).
 
-Candidates: EPLB, the affinity partition and the shift-robust one (robust.py; needs 4+ sequences). The gain is
+Candidates: EPLB, the affinity partition and the shift-robust one (robust.py; needs 8+ sequences). The gain is
 the relative drop of fan-out, 1 - proposed / current; `worth_applying` checks it against the operator's
 threshold. Everything here is pure: arrays in, placements and numbers out.
 """
@@ -21,12 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from switchyard.router.affinity.affinity_placement import affinity_placement
 from switchyard.router.affinity.alignment import linear_assignment
 from switchyard.router.affinity.aligned import AlignedRouting
+from switchyard.router.affinity.dispatch import DispatchTables, assign_replicas
 from switchyard.router.affinity.matrix import fit_affinity
-from switchyard.router.affinity.metrics import evaluate_placement
+from switchyard.router.affinity.metrics import evaluate_placement, groups_used
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.robust import robust_affinity_placement
 from switchyard.router.affinity.strategies import eplb
@@ -78,6 +80,22 @@ def worth_applying(current: PlacementScore, proposed: PlacementScore, min_gain: 
 def score(placement: Placement, routing: AlignedRouting, batch_tokens: int = 256) -> PlacementScore:
     report = evaluate_placement(placement, routing, hidden_size=1, batch_tokens=batch_tokens)
     return PlacementScore(report.mean_fan_out, report.mean_imbalance)
+
+
+def replayed_fan_out(calls: list[tuple[int, np.ndarray]], placement: Placement) -> float | None:
+    """Fan-out of `placement` dispatching these layer calls ((layer, expert ids [T, k]) each) one by one, with
+    the router's rule and its group loads starting from zero per call: what the router records for the same
+    calls, replicas included (evaluate_placement batches tokens its own way, so with replicas it differs)."""
+    tables = DispatchTables.from_placement(placement)
+    messages = tokens = 0
+    for layer, ids in calls:
+        if not len(ids):
+            continue
+        load = torch.zeros(tables.num_groups, dtype=torch.float64)
+        groups = assign_replicas(torch.from_numpy(np.asarray(ids, dtype=np.int64)), layer, tables, load)
+        messages += int(groups_used(groups.numpy(), tables.num_groups).sum())
+        tokens += len(ids)
+    return messages / tokens if tokens else None
 
 
 def replica_slots_of(placement: Placement) -> int:

@@ -6,7 +6,8 @@ import pytest
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.rolling import (PlacementScore, check_compatible, compare, experts_to_load,
-                                                match_labels, propose, replica_slots_of, worth_applying)
+                                                match_labels, propose, replayed_fan_out, replica_slots_of,
+                                                worth_applying)
 from switchyard.router.affinity.strategies import contiguous, eplb, round_robin
 from switchyard.router.affinity.synthetic import synthetic_trace
 
@@ -79,3 +80,20 @@ def test_too_few_sequences_leave_the_robust_fit_out_and_score_on_the_fit(trace):
     one = trace.select(trace.seq_id == 0)
     proposal = propose(one, contiguous(range(3), 16, 4))
     assert not proposal.held_out and "affinity-robust" not in proposal.candidates
+
+
+def test_replaying_the_routers_calls_counts_what_its_dispatch_sends(trace):
+    holds = np.zeros((1, 2, 4), bool)
+    holds[0, 0, [0, 1]] = holds[0, 1, [2, 3]] = True
+    plain = Placement("plain", (0,), holds.copy())
+    holds[0, 1, 0] = True  # expert 0 also in group 1
+    replicated = Placement("replicated", (0,), holds)
+    calls = [(0, np.array([[0, 2], [0, 1]])), (0, np.array([[3, 0]]))]
+    assert replayed_fan_out(calls, plain) == pytest.approx(5 / 3)  # [0, 2] and [3, 0] span both groups
+    assert replayed_fan_out(calls, replicated) == 1.0  # expert 0 goes where the token already goes
+    assert replayed_fan_out([], plain) is None
+    # without replicas, replaying is evaluate_placement on the same tokens
+    current = contiguous(range(3), 16, 4)
+    routing = trace.aligned()
+    calls = [(layer, routing.expert_ids[l]) for l, layer in enumerate(routing.layers)]
+    assert replayed_fan_out(calls, current) == pytest.approx(evaluate_placement(current, routing, 1).mean_fan_out)
