@@ -168,7 +168,8 @@ class PlacementService:
                 out |= {"predicted_fan_out": report.mean_fan_out, "predicted_imbalance": report.mean_imbalance,
                         "replayed_fan_out": replayed_fan_out(self.window.calls(since=mark.window_mark),
                                                              self.placement),
-                        "window_tokens": int(trace.num_rows // max(1, len(self.placement.layers)))}
+                        "window_tokens": int(trace.num_rows // max(1, len(self.placement.layers))),
+                        "window_holds_all": self.window.holds_since(mark.window_mark)}
         return out
 
 

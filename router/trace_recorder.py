@@ -183,6 +183,11 @@ class RoutingWindow:
         with self._lock:
             return self._count
 
+    def holds_since(self, mark: int) -> bool:
+        """Whether every chunk from `mark` on is still in the window (none evicted yet)."""
+        with self._lock:
+            return not self._chunks or self._chunks[0][0] <= mark
+
     def trace(self, since: int = 0) -> RoutingTrace:
         """The window's rows (those of chunks from `since` on) as a trace; a token seen twice at a layer (a
         preempted sequence recomputed) keeps its last routing."""

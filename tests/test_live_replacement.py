@@ -109,7 +109,7 @@ def test_switch_under_concurrent_load(ray_serve, checkpoints, reference, transpo
         since = state["since_switch"]
         assert state["version"] == 1 and state["strategy"] == "round_robin" and since["token_layers"] > 0
         assert since["recorded_fan_out"] == pytest.approx(since["predicted_fan_out"], abs=1e-9)
-        assert since["window_tokens"] * len(LAYERS) == since["token_layers"]
+        assert since["window_tokens"] * len(LAYERS) == since["token_layers"] and since["window_holds_all"]
 
         # every replica holds the new assignment only, and the registry has it as current
         registry = get_registry(name)

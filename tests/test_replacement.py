@@ -60,6 +60,8 @@ def test_the_window_keeps_the_last_tokens_of_every_layer_and_what_came_after_a_m
     assert sorted(set(zip(trace.seq_id.tolist(), trace.pos.tolist()))) == [(0, 1), (0, 2), (1, 1), (1, 2)]
     after = window.trace(since=mark)
     assert after.num_rows == 12 and after.aligned().num_tokens == 4
+    assert window.holds_since(mark) and not window.holds_since(0)  # the first step's chunks were evicted
+    assert [layer for layer, _ in window.calls(since=mark)] == list(LAYERS) * 2
 
 
 def test_the_window_records_a_dropped_expert_as_the_tokens_first_and_a_recomputed_token_once():

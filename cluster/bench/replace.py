@@ -235,9 +235,17 @@ def summary(answer: dict, since: dict | None) -> list[str]:
                      f"tables switched {s['switch_s'] * 1000:.1f} ms after under {s['sequences_in_flight']} running "
                      f"sequences, old experts dropped in {s['drop_s']:.2f} s")
     if since and since.get("predicted_fan_out") is not None:
-        lines.append(f"since the switch: fan-out recorded {since['recorded_fan_out']:.4f}, the placement's prediction "
-                     f"on the same {since['window_tokens']} tokens {since['predicted_fan_out']:.4f}")
+        which = ("the same" if since["window_holds_all"] else
+                 f"the window's last {since['window_tokens']} (it no longer holds them all)")
+        lines.append(f"since the switch: fan-out recorded {since['recorded_fan_out']:.4f} over "
+                     f"{since['token_layers'] // max(1, len(answer_layers(answer)))} tokens; on {which} tokens the "
+                     f"placement predicts {since['predicted_fan_out']:.4f}, its dispatch replayed call by call "
+                     f"{since['replayed_fan_out']:.4f}")
     return lines
+
+
+def answer_layers(answer: dict) -> list:
+    return json.loads(answer["placement"])["layers"]
 
 
 def to_json(phases, results, steps, answer, since) -> str:
