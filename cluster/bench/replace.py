@@ -130,7 +130,7 @@ async def _drive(url: str, first: list[list[int]], second: list[list[int]], phas
         await phase(labels[0])
         load.prompts = second  # the router's window fills with the second corpus's routing
         stale, _ = await phase(labels[1])
-        switch, answer = await phase("switch (load, switch, drop)", {"dry_run": False, "min_gain": min_gain})
+        switch, answer = await phase("switch (fit, load, switch, drop)", {"dry_run": False, "min_gain": min_gain})
         after, _ = await phase(f"{labels[2]}, re-placed" if answer["applied"] else f"{labels[2]}, not re-placed")
         load.stop = True
         await asyncio.gather(*workers)
@@ -235,10 +235,10 @@ def summary(answer: dict, since: dict | None) -> list[str]:
                      f"tables switched {s['switch_s'] * 1000:.1f} ms after under {s['sequences_in_flight']} running "
                      f"sequences, old experts dropped in {s['drop_s']:.2f} s")
     if since and since.get("predicted_fan_out") is not None:
-        which = ("the same" if since["window_holds_all"] else
-                 f"the window's last {since['window_tokens']} (it no longer holds them all)")
+        which = ("the same tokens" if since["window_holds_all"] else
+                 f"the last {since['window_tokens']} of them (what the window still holds)")
         lines.append(f"since the switch: fan-out recorded {since['recorded_fan_out']:.4f} over "
-                     f"{since['token_layers'] // max(1, len(answer_layers(answer)))} tokens; on {which} tokens the "
+                     f"{since['token_layers'] // max(1, len(answer_layers(answer)))} tokens; on {which} the "
                      f"placement predicts {since['predicted_fan_out']:.4f}, its dispatch replayed call by call "
                      f"{since['replayed_fan_out']:.4f}")
     return lines
