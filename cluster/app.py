@@ -21,7 +21,8 @@ from switchyard.experts.vllm_kernel import load_ops
 def build_app(args: dict) -> Application:
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
-    if config.expert_kernel == "vllm":
+    experts_device = config.device if config.experts_in_router else config.group_device
+    if config.expert_kernel == "vllm" and experts_device == "cpu":
         load_ops()  # here, naming the fix, rather than in every replica
     env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
     bound_groups = []
@@ -52,7 +53,7 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
             options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)
         bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
-                                            config.device, pool.torch_threads, config.expert_kernel, names))
+                                            config.group_device, pool.torch_threads, config.expert_kernel, names))
     return bound_groups
 
 

@@ -27,9 +27,11 @@ from switchyard.cluster import tracing
 from switchyard.cluster.load_meter import LoadMeter
 from switchyard.cluster.registry import get_registry
 from switchyard.cluster.telemetry import GroupTelemetry
+from switchyard.configs.engine import resolve_dtype
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
+from switchyard.router.devices import require_device
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,14 @@ DRAIN_TIMEOUT_S = 15.0  # below Serve's graceful_shutdown_timeout_s (20 s), afte
 class ExpertGroupServer:
     """Plain class (no Ray): the deployment below only adds registration."""
 
-    def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "float32",
+    def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "auto",
                  device: str = "cpu", torch_threads: int | None = None, kernel: str = "torch"):
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.device = torch.device(device)
+        self.device = require_device(device)
         ckpt = Checkpoint.open(model)
-        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, getattr(torch, dtype), kernel)
-        if self.device.type != "cpu":
-            for experts in self.group.layers.values():
-                object.__setattr__(experts, "w13", experts.w13.to(self.device))
-                object.__setattr__(experts, "w2", experts.w2.to(self.device))
+        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()},
+                                      resolve_dtype(dtype, device), kernel, self.device)
         self.tensors_read = list(ckpt.tensors_read)
         self.calls = 0
         self.load = LoadMeter()
@@ -80,13 +79,15 @@ class ExpertGroupServer:
             return self._forward(request)
 
     def _forward(self, request: ExpertRequest) -> ExpertResponse:
-        if self.device.type != "cpu":
-            request = ExpertRequest(request.layer, request.hidden.to(self.device),
-                                    request.expert_ids.to(self.device), request.weights.to(self.device))
+        with torch.inference_mode():
+            if self.device.type == "cpu":
+                return self.group.forward(request)
+            # messages travel on the host; the rows go to the GPU once, and their results come back once
+            request = ExpertRequest(request.layer, request.hidden.to(self.device, non_blocking=True),
+                                    request.expert_ids.to(self.device, non_blocking=True),
+                                    request.weights.to(self.device, non_blocking=True))
             response = self.group.forward(request)
             return ExpertResponse(response.layer, response.hidden.cpu())
-        with torch.inference_mode():
-            return self.group.forward(request)
 
     def info(self) -> dict:
         return {"held": {str(k): list(v) for k, v in self.group.held().items()},
@@ -103,7 +104,7 @@ def call_group(_actor, request: ExpertRequest) -> ExpertResponse:
 @serve.deployment
 class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
-                 dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
+                 dtype: str = "auto", device: str = "cpu", torch_threads: int | None = None,
                  kernel: str = "torch", group_names: list[str] | None = None):
         super().__init__(model, assignment, dtype, device, torch_threads, kernel)
         tracing.configure("switchyard-experts")  # on when the replica's environment names an OTLP endpoint

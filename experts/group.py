@@ -33,22 +33,23 @@ class ExpertGroup:
         for layer, experts in layers.items():
             table = torch.full((num_experts + 1,), -1, dtype=torch.long)  # last entry maps id -1 to -1
             table[list(experts.expert_ids)] = torch.arange(len(experts.expert_ids))
+            table = table.to(experts.w13.device)  # indexed by the routing, which is where the weights are
             self.local_index[layer] = table
 
     @classmethod
     def load(cls, ckpt: Checkpoint, assignment: dict[int, list[int]], dtype: torch.dtype = torch.float32,
-             kernel: ExpertKernel = "torch") -> "ExpertGroup":
-        """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint."""
+             kernel: ExpertKernel = "torch", device: torch.device | str = "cpu") -> "ExpertGroup":
+        """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint, onto `device`."""
         if kernel == "vllm":
             vllm_kernel.load_ops()  # fail before reading any weights
-        layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype) for layer, ids in assignment.items()}
+        layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype, device) for layer, ids in assignment.items()}
         return cls(layers, ckpt.config.num_experts, kernel)
 
     @classmethod
     def load_all(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
-                 kernel: ExpertKernel = "torch") -> "ExpertGroup":
+                 kernel: ExpertKernel = "torch", device: torch.device | str = "cpu") -> "ExpertGroup":
         every = list(range(ckpt.config.num_experts))
-        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype, kernel)
+        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype, kernel, device)
 
     def held(self) -> dict[int, tuple[int, ...]]:
         return {layer: experts.expert_ids for layer, experts in self.layers.items()}

@@ -47,7 +47,7 @@ def test_prefill_logits_match_transformers(family, layout, checkpoints, fused_ch
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64))
     prompts = random_prompts(1)
-    batch = StepBatch.build(prompts, [0] * len(prompts), list(range(len(prompts))))
+    batch = StepBatch.scratch_prefill(prompts, engine.cache)
     with torch.inference_mode():
         ours = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
     expected = reference_logits(reference, prompts)
@@ -61,11 +61,13 @@ def test_decode_logits_match_full_forward(family, checkpoints):
     decode attends over the compressed latents, the full forward over keys and values expanded from them)."""
     path = checkpoints[family]
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64))
+    # blocks of 4 tokens, each sequence's scattered over the pool and interleaved with the other's
+    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64, block_size=4))
     assert isinstance(engine.cache, MLACache) == family.startswith("deepseek_v3")
     prompts = random_prompts(2, (6, 11))
+    tables = [[5, 1], [0, 6, 2]]
     split = [3, 4]  # prefill a prefix of each, then feed the rest one token per step
-    batch = StepBatch.build([p[:s] for p, s in zip(prompts, split)], [0, 0], [2, 0])
+    batch = StepBatch.build([p[:s] for p, s in zip(prompts, split)], [0, 0], tables, 4)
     step_logits = [[], []]
     with torch.inference_mode():
         out = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
@@ -74,7 +76,7 @@ def test_decode_logits_match_full_forward(family, checkpoints):
         for t in range(max(len(p) - s for p, s in zip(prompts, split))):
             live = [i for i, p in enumerate(prompts) if split[i] + t < len(p)]
             batch = StepBatch.build([[prompts[i][split[i] + t]] for i in live], [split[i] + t for i in live],
-                                    [[2, 0][i] for i in live])
+                                    [tables[i] for i in live], 4)
             out = forward_step(engine.model, engine.experts, engine.cache, batch)
             for row, i in enumerate(live):
                 step_logits[i].append(out[row:row + 1])

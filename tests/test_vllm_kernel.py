@@ -13,7 +13,6 @@ from transformers import AutoModelForCausalLM
 
 from switchyard.cluster.cli import main
 from switchyard.configs.engine import EngineConfig
-from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.compute import expert_forward
 from switchyard.experts.group import ExpertGroup
@@ -65,7 +64,7 @@ def test_engine_logits_match_transformers(family, checkpoints):
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64, expert_kernel="vllm"))
     prompts = random_prompts(1)
-    batch = StepBatch.build(prompts, [0] * len(prompts), list(range(len(prompts))))
+    batch = StepBatch.scratch_prefill(prompts, engine.cache)
     with torch.inference_mode():
         ours = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
     torch.testing.assert_close(ours, reference_logits(reference, prompts), atol=1e-4, rtol=0)
@@ -116,7 +115,3 @@ def test_generate_with_vllm_kernel_without_vllm_exits_clearly(no_vllm, checkpoin
     assert code == 2
     assert "vLLM kernel (optional)" in capsys.readouterr().err
 
-
-def test_serve_config_refuses_vllm_kernel_on_cuda():
-    with pytest.raises(ValueError, match="needs device 'cpu'"):
-        AppConfig(model="m", device="cuda", expert_kernel="vllm")
