@@ -153,7 +153,7 @@ def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
              f"  experts    {experts}",
              f"  transport  {transport}",
              f"  device     {describe_devices(config)}",
-             f"  KV cache   {describe_kv_cache(config)}",
+             f"  kv-cache   {describe_kv_cache(config)}",
              f"  ingress    {ingress}",
              f"  sampling   {describe_sampling(sampling)}",
              f"  try        curl {url}/v1/completions -H 'Content-Type: application/json'{auth} "
