@@ -120,3 +120,37 @@ def test_engine_fields_for_memory_are_checked():
         parse_bytes("4 parsecs")
     assert EngineConfig().torch_dtype == torch.float32
     assert EngineConfig(device="cuda").torch_dtype == torch.bfloat16
+
+
+def test_served_requests_past_the_cache_all_complete_with_their_own_tokens(checkpoints):
+    """Over HTTP, 8 concurrent streams in a cache for one full sequence: all finish, each with the tokens it
+    gets alone, and the preemptions that made room show in the engine."""
+    import asyncio
+
+    import httpx
+
+    from served_app import http_server, served_app
+
+    path = checkpoints["qwen2_moe"]
+    prompts = random_prompts(8, (7, 12, 4, 9, 15, 6, 10, 8))
+    alone = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=64))
+    want = [list(o.token_ids) for o in alone.generate(prompts, GREEDY)]
+    with served_app(path, "m", max_num_seqs=8, max_model_len=64, block_size=4,
+                    kv_cache_memory=budget_for(path, 64, 4)) as app, http_server(app) as url:
+        async def one(client, prompt):
+            r = await client.post(f"{url}/v1/completions", json={
+                "model": "m", "prompt": prompt, "max_tokens": GREEDY.max_tokens, "temperature": 0,
+                "ignore_eos": True, "logprobs": 0})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["logprobs"]["tokens"]
+
+        async def all_of_them():
+            async with httpx.AsyncClient(timeout=120) as client:
+                return await asyncio.gather(*[one(client, p) for p in prompts])
+
+        got = asyncio.run(all_of_them())
+        engine = app.state.served.engine.engine
+        assert engine.scheduler.num_preemptions > 0
+        assert engine.cache.num_free_blocks == engine.cache.num_blocks
+    tokenizer = alone.tokenizer
+    assert got == [[tokenizer.decode([t]) for t in ids] for ids in want]
