@@ -196,6 +196,18 @@ def test_prepared_arguments_under_vllms_contract_give_the_torch_kernel():
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_cuda_path_calls_fused_experts_with_the_prepared_arguments(monkeypatch):
+    """`vllm_cuda.fused_moe` end to end with vLLM's function replaced by its documented arithmetic (on CPU
+    tensors): the keywords, the extra id and the map reach it as `fused_experts` names them."""
+    monkeypatch.setattr(vllm_cuda, "load", lambda: fused_experts_as_documented)
+    torch.manual_seed(1)
+    w13, w2 = torch.randn(4, 2 * 8, 16), torch.randn(4, 16, 8)
+    x = torch.randn(6, 16)
+    local, weights = random_routing(6, 4, 2, seed=3)
+    ours = vllm_cuda.fused_moe(x, local, weights, vllm_cuda.check_weights(LayerExperts(0, (3, 5, 6, 9), w13, w2)))
+    torch.testing.assert_close(ours, expert_forward(x, local, weights, w13, w2), atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture
 def no_cuda_cache():
     vllm_cuda.load.cache_clear()
