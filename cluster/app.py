@@ -21,9 +21,9 @@ from switchyard.experts.vllm_kernel import load_ops
 def build_app(args: dict) -> Application:
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
-    experts_device = config.device if config.experts_in_router else config.group_device
-    if config.expert_kernel == "vllm" and experts_device == "cpu":
-        load_ops()  # here, naming the fix, rather than in every replica
+    if config.expert_kernel == "vllm" and config.experts_device == "cpu":
+        # here, naming the fix, rather than in every replica (a GPU cluster's head may have no GPU to check)
+        load_ops()
     env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
     bound_groups = []
     if not config.experts_in_router:

@@ -213,7 +213,7 @@ def run(args) -> int:
         return 2
     if config.expert_kernel == "vllm":
         try:
-            load_ops()  # before starting Ray
+            load_ops(config.experts_device)  # before starting Ray (the replicas run on this machine)
         except VllmUnavailable as err:
             print(f"switchyard serve: {err}", file=sys.stderr)
             return 2

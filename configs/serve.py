@@ -270,6 +270,11 @@ class AppConfig(_Strict):
     def group_device(self) -> str:
         return self.expert_device or self.device
 
+    @property
+    def experts_device(self) -> str:
+        """Where the routed experts are computed: the groups', or the router's with num_groups 0."""
+        return self.device if self.experts_in_router else self.group_device
+
     def engine_config(self) -> EngineConfig:
         r = self.router
         return EngineConfig(max_num_seqs=r.max_num_seqs, max_model_len=r.max_model_len,

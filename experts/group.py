@@ -3,8 +3,9 @@
 The single-process engine runs one group that holds every expert; the cluster runs one group per Serve
 deployment, each loading only its own pairs from the checkpoint.
 
-Two kernels compute a group's experts: "torch" (`compute.expert_forward`) and "vllm" (vLLM's CPU fused-MoE op,
-optional, `vllm_kernel`), which prepacks the weights once here at load.
+Two kernels compute a group's experts: "torch" (`compute.expert_forward`) and "vllm" (vLLM's fused-MoE op for
+the weights' device, optional, `vllm_kernel`: the CPU op prepacks the weights once here at load, the CUDA kernel
+reads them as they are).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ExpertGroup:
              kernel: ExpertKernel = "torch", device: torch.device | str = "cpu") -> "ExpertGroup":
         """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint, onto `device`."""
         if kernel == "vllm":
-            vllm_kernel.load_ops()  # fail before reading any weights
+            vllm_kernel.load_ops(device)  # fail before reading any weights
         layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype, device) for layer, ids in assignment.items()}
         return cls(layers, ckpt.config.num_experts, kernel)
 
