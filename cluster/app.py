@@ -23,8 +23,9 @@ from switchyard.experts.vllm_kernel import load_ops
 def build_app(args: dict) -> Application:
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
     ckpt = Checkpoint.open(config.model)  # fail at start-up, naming the problem, not in a replica
-    if config.expert_kernel == "vllm":
-        load_ops()  # here, naming the fix, rather than in every replica
+    if config.expert_kernel == "vllm" and config.experts_device == "cpu":
+        # here, naming the fix, rather than in every replica (a GPU cluster's head may have no GPU to check)
+        load_ops()
     env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
     # One id per deployment: the registry keeps placement versions under it (cluster/registry.py), so a
     # redeployed app starts from its own placement, not from a switch made on the one before.
@@ -58,7 +59,7 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
             options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)
         bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
-                                            config.device, pool.torch_threads, config.expert_kernel, names,
+                                            config.group_device, pool.torch_threads, config.expert_kernel, names,
                                             deploy_id))
     return bound_groups
 

@@ -137,6 +137,18 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run_sampling)
 
+    p = which.add_parser("kv-cache", help="the paged KV cache at a fixed memory budget: sequences admitted, "
+                                          "preemptions and tok/s against a slot-per-sequence cache")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
+    p.add_argument("--max-model-len", type=int, default=1024)
+    p.add_argument("--full-sequences", type=int, default=8,
+                   help="the memory budget, in sequences of --max-model-len")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run_kv_cache)
+
     p = which.add_parser("otel", help="per-layer cost of the OpenTelemetry dispatch hooks: off, unsampled, sampled")
     p.add_argument("--repeats", type=int, default=200_000)
     p.set_defaults(func=run_otel)
@@ -190,6 +202,21 @@ def run_engine(args) -> int:
     print(format_table(*engine.table(rows, kernels)))
     exact = all(n == r.batch for r in rows for n in r.identical.values())
     return 0 if exact or args.dtype != "float32" else 1
+
+
+def run_kv_cache(args) -> int:
+    from switchyard.cluster.bench import kv_cache
+    from switchyard.configs.defaults import resolve_model
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    print(f"model: {model}; {args.requests} requests of {args.prompt_len} + {args.max_tokens} tokens, greedy; "
+          f"memory for {args.full_sequences} sequences of {args.max_model_len} tokens; {args.threads} threads",
+          flush=True)
+    rows = kv_cache.run(model, args.requests, args.prompt_len, args.max_tokens, args.max_model_len,
+                        args.full_sequences)
+    print(format_table(*kv_cache.table(rows)))
+    return 0 if all(r.same_tokens for r in rows) else 1
 
 
 def run_cluster(args) -> int:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from switchyard.configs.defaults import resolve_model
-from switchyard.configs.engine import AdaptiveRouting, EngineConfig
+from switchyard.cluster.cli_engine import engine_config
 from switchyard.configs.model import ConfigError
 from switchyard.router.generation_config import load_sampling_defaults, sampling_params
 from switchyard.router.sampling import InvalidParameter
@@ -60,16 +60,8 @@ def run(args) -> int:
         print(f"switchyard generate: --{err.param.replace('_', '-')}: {err}", file=sys.stderr)
         return 2
     try:
-        adaptive = AdaptiveRouting(args.adaptive_routing, args.adaptive_routing_value,
-                                   args.adaptive_min_experts) if args.adaptive_routing else None
-    except ConfigError as err:
-        print(f"switchyard generate: {err}", file=sys.stderr)
-        return 2
-    config = EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, dtype=args.dtype,
-                          adaptive_routing=adaptive, expert_kernel=args.expert_kernel)
-    try:
-        engine = Engine.from_pretrained(model, config)
-    except ConfigError as err:  # e.g. --expert-kernel vllm without vllm installed
+        engine = Engine.from_pretrained(model, engine_config(args))
+    except ConfigError as err:  # a bad engine flag, --device cuda without a GPU, vllm not installed
         print(f"switchyard generate: {err}", file=sys.stderr)
         return 2
     texts = prompts

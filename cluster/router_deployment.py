@@ -52,6 +52,15 @@ def make_transport(cfg: AppConfig, group_handles: list):
     return HandleTransport(group_handles, timeout_s=timeout)
 
 
+def kv_cache_stats(engine: Engine) -> dict:
+    """The paged KV cache's size and use (read from another thread: plain ints, a snapshot at most a step old)."""
+    cache = engine.cache
+    free = cache.num_free_blocks
+    return {"blocks": cache.num_blocks, "free_blocks": free, "block_size": cache.block_size,
+            "bytes": cache.nbytes(), "device": str(cache.device), "usage": 1 - free / cache.num_blocks,
+            "preemptions": engine.scheduler.num_preemptions}
+
+
 def replacement_refused(cfg: AppConfig) -> str:
     """Why this app cannot re-place while serving, or "" if it can."""
     if cfg.experts_in_router:
@@ -114,6 +123,7 @@ class RouterDeployment:
             engine.step_tracer = tracing.StepTracer(cfg.telemetry.trace_steps_every)
         scheduler = engine.scheduler
         self.telemetry.queue_lengths = lambda: (len(scheduler.running), len(scheduler.waiting))
+        self.telemetry.kv_cache = lambda: kv_cache_stats(engine)
         self.steps: deque = deque(maxlen=1 << 16)  # (end time.monotonic, seconds, outputs), for benchmarks
         self.engine = AsyncEngine(engine, on_step=self._on_step)
         window = None
@@ -177,7 +187,7 @@ class RouterDeployment:
                         "group_calls": s.calls, "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
-                "cost": self.telemetry.cost()}
+                "kv_cache": kv_cache_stats(self.engine.engine), "cost": self.telemetry.cost()}
 
     @api.get("/metrics")
     def metrics(self) -> Response:

@@ -74,11 +74,17 @@ class RouterTelemetry:
         meter.create_observable_gauge("switchyard_requests", callbacks=[self._observe_requests],
                                       unit="{request}", description="requests in the batch (state=running) "
                                                                     "or queued for a slot (state=waiting)")
+        meter.create_observable_gauge("switchyard_kv_cache_usage", callbacks=[self._observe_kv("usage")], unit="1",
+                                      description="share of the KV cache's blocks held by sequences (0 to 1)")
+        meter.create_observable_counter("switchyard_preemptions", callbacks=[self._observe_kv("preemptions")],
+                                        unit="{preemption}", description="sequences whose KV-cache blocks were "
+                                                                         "taken back and recomputed later")
         meter.create_observable_gauge("switchyard_replicas", callbacks=[self._observe_replicas],
                                       unit="{replica}", description="replicas of each pool (router, expert groups)")
         self.router_price, self.expert_price = router_price, expert_price
         self.replicas = lambda: (1, [])  # set by the router: (router replicas, replicas per expert group)
         self.queue_lengths = lambda: (0, 0)  # set by the router: (running, waiting) requests
+        self.kv_cache = lambda: {"usage": 0.0, "preemptions": 0}  # set by the router
         self._recent: deque[tuple[float, int]] = deque()
         # The engine thread writes the window while the HTTP thread (/metrics, stats, the cost gauge) reads
         # it: iterating a deque that another thread appends to raises "deque mutated during iteration".
@@ -150,6 +156,13 @@ class RouterTelemetry:
         running, waiting = self.queue_lengths()
         return [Observation(running, {**self.attrs, "state": "running"}),
                 Observation(waiting, {**self.attrs, "state": "waiting"})]
+
+    def _observe_kv(self, key: str):
+        def callback(_options):
+            from opentelemetry.metrics import Observation
+
+            return [Observation(self.kv_cache()[key], self.attrs)]
+        return callback
 
     def _observe_replicas(self, _options):
         from opentelemetry.metrics import Observation

@@ -1,4 +1,5 @@
-"""How one engine (single process, or the cluster's router) runs: batch sizes, context length, dtype."""
+"""How one engine (single process, or the cluster's router) runs: batch sizes, context length, device, dtype,
+and the memory of its KV cache."""
 
 from __future__ import annotations
 
@@ -10,6 +11,45 @@ import torch
 from switchyard.configs.model import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto`: bfloat16 on a GPU (its tensor cores' format, half the memory), float32 elsewhere (the CPU
+    default and the reference the numerics tests compare against)."""
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def check_device_name(field: str, device: str) -> None:
+    """`cpu`, `cuda` or `cuda:N` (`meta` too: shapes only, for tests). Whether CUDA is there is checked where
+    the weights are loaded (`router/devices.py`): the node that validates a config may have no GPU."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"engine field `{field}` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if kind not in ("cpu", "cuda", "meta"):
+        raise ConfigError(f"engine field `{field}` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def parse_bytes(value: int | str | None) -> int | None:
+    """A memory size: an int of bytes, or a string like "4GiB", "512MiB", "2GB", "1e9"."""
+    if value is None or isinstance(value, int):
+        return value
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number):]
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = None
+    if amount is None or unit not in units or amount < 0:
+        raise ConfigError(f"a memory size must be bytes or a number with a unit (KiB, MiB, GiB, GB, ...), "
+                          f"got {value!r}")
+    return int(amount * units[unit])
 # What computes the routed experts: torch (`experts/compute.py`), or vLLM's CPU fused-MoE op (optional,
 # `experts/vllm_kernel.py`).
 ExpertKernel = Literal["torch", "vllm"]
@@ -48,21 +88,42 @@ class EngineConfig:
     max_num_seqs: int = 32  # sequences decoded together (KV-cache slots)
     max_model_len: int = 1024  # prompt + output tokens of one sequence
     max_num_batched_tokens: int = 2048  # prompt tokens admitted in one prefill step
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"  # of the dense weights, the KV cache and sampling (and the experts in one process)
+    dtype: DType = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
     num_threads: int | None = None  # torch intra-op threads; None = torch's default
     adaptive_routing: AdaptiveRouting | None = None  # None: every token uses all top_k experts
     expert_kernel: ExpertKernel = "torch"  # of the experts this process holds
+    # The KV cache is a pool of blocks of `block_size` tokens (router/kv_cache.py). Its size, in this order:
+    # `kv_cache_memory` bytes; or, on a GPU, what keeps the device's whole use under `gpu_memory_utilization`
+    # of its memory once the weights are loaded; or else room for max_num_seqs sequences at max_model_len.
+    block_size: int = 16
+    kv_cache_memory: int | None = None
+    gpu_memory_utilization: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_model_len", "max_num_batched_tokens"):
+        for name in ("max_num_seqs", "max_model_len", "max_num_batched_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"engine field `{name}` must be >= 1, got {getattr(self, name)}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"engine field `dtype` must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"engine field `dtype` must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check_device_name("device", self.device)
+        if self.kv_cache_memory is not None and self.kv_cache_memory < 1:
+            raise ConfigError(f"engine field `kv_cache_memory` must be a positive number of bytes, "
+                              f"got {self.kv_cache_memory}")
+        if self.gpu_memory_utilization is not None:
+            if not 0.0 < self.gpu_memory_utilization <= 1.0:
+                raise ConfigError(f"engine field `gpu_memory_utilization` must be in (0, 1], "
+                                  f"got {self.gpu_memory_utilization}")
+            if torch.device(self.device).type != "cuda":
+                raise ConfigError("engine field `gpu_memory_utilization` sizes the KV cache from a GPU's memory: "
+                                  f"it needs device 'cuda', not {self.device!r}; use kv_cache_memory instead")
+            if self.kv_cache_memory is not None:
+                raise ConfigError("set one of engine fields `kv_cache_memory` and `gpu_memory_utilization`, "
+                                  "not both")
         if self.expert_kernel not in EXPERT_KERNELS:
             raise ConfigError(f"engine field `expert_kernel` must be one of {EXPERT_KERNELS}, "
                               f"got {self.expert_kernel!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return resolve_dtype(self.dtype, self.device)

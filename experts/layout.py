@@ -36,8 +36,9 @@ def moe_prefix(ckpt: Checkpoint, layer: int) -> str:
     return f"model.layers.{layer}.mlp"
 
 
-def load_layer_experts(ckpt: Checkpoint, layer: int, expert_ids: list[int], dtype: torch.dtype) -> LayerExperts:
-    """Read only `expert_ids` of `layer`, whichever layout the checkpoint has."""
+def load_layer_experts(ckpt: Checkpoint, layer: int, expert_ids: list[int], dtype: torch.dtype,
+                       device: torch.device | str = "cpu") -> LayerExperts:
+    """Read only `expert_ids` of `layer`, whichever layout the checkpoint has, onto `device`."""
     cfg = ckpt.config
     hidden, inter = cfg.hidden_size, cfg.moe_intermediate_size
     bad = [e for e in expert_ids if not 0 <= e < cfg.num_experts]
@@ -59,4 +60,5 @@ def load_layer_experts(ckpt: Checkpoint, layer: int, expert_ids: list[int], dtyp
             downs.append(ckpt.get(f"{base}.{names[2]}.weight", (hidden, inter)))
         w13 = torch.stack(gates) if gates else torch.empty(0, 2 * inter, hidden)
         w2 = torch.stack(downs) if downs else torch.empty(0, hidden, inter)
-    return LayerExperts(layer, tuple(expert_ids), w13.to(dtype).contiguous(), w2.to(dtype).contiguous())
+    return LayerExperts(layer, tuple(expert_ids), w13.to(device=device, dtype=dtype).contiguous(),
+                        w2.to(device=device, dtype=dtype).contiguous())

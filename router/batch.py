@@ -1,7 +1,8 @@
-"""The shape of one forward step: which sequences, where their new tokens sit, where their cache is.
+"""The shape of one forward step: which sequences, where their new tokens sit, where their cache blocks are.
 
 Tokens are packed ([T] = the new tokens of every sequence, one after another) for everything but attention,
-which works on the padded view [B, S] (S = most new tokens of any sequence in the step).
+which works on the padded view [B, S] (S = most new tokens of any sequence in the step). Every index tensor
+is built on the host and moved to the device in one copy: a step pays one transfer, not one per tensor.
 """
 
 from __future__ import annotations
@@ -10,64 +11,78 @@ from dataclasses import dataclass
 
 import torch
 
+from switchyard.router.kv_cache import BlockPool, scratch_block_tables
+
 
 @dataclass
 class StepBatch:
     token_ids: torch.Tensor  # [T] new tokens, packed
     positions: torch.Tensor  # [T] absolute position of each new token
-    slots: torch.Tensor  # [B] KV-cache slot of each sequence
     cached_lens: torch.Tensor  # [B] tokens already in the cache before this step
     new_lens: torch.Tensor  # [B] new tokens of each sequence in this step
     padded_index: torch.Tensor  # [T] index of each packed token in the flattened [B, S] view
     last_token_index: torch.Tensor  # [B] packed index of each sequence's last new token
+    block_tables: torch.Tensor  # [B, N] cache blocks of each sequence (N = blocks of the longest; 0-padded)
+    slot_mapping: torch.Tensor  # [T] row of each new token in the flattened block pool: block * size + offset
+    block_size: int
     max_new: int  # S
     max_total: int  # longest sequence after this step (keys attended to)
-    seq_numbers: torch.Tensor | None = None  # [B] Sequence.number of each sequence (for traces)
-    first_slot_if_contiguous: int | None = None  # slots are first, first+1, ...: attention can slice the cache
+    seq_numbers: list[int] | None = None  # Sequence.number of each sequence (for traces)
+    # what it was built from, on the host: (new tokens, cached lengths, block tables), so that splitting it
+    # reads nothing back from the device
+    host_inputs: tuple[list[list[int]], list[int], list[list[int]]] | None = None
 
     @property
     def num_seqs(self) -> int:
-        return int(self.slots.numel())
+        return int(self.new_lens.numel())
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_ids.device
 
     @classmethod
-    def build(cls, new_tokens: list[list[int]], cached_lens: list[int], slots: list[int],
-              seq_numbers: list[int] | None = None) -> "StepBatch":
+    def build(cls, new_tokens: list[list[int]], cached_lens: list[int], block_tables: list[list[int]],
+              block_size: int, seq_numbers: list[int] | None = None,
+              device: torch.device | str = "cpu") -> "StepBatch":
         new_lens = [len(t) for t in new_tokens]
         max_new = max(new_lens)
-        token_ids, positions, padded, last = [], [], [], []
-        for b, (tokens, cached) in enumerate(zip(new_tokens, cached_lens)):
+        max_total = max(c + n for c, n in zip(cached_lens, new_lens))
+        num_blocks = -(-max_total // block_size)
+        token_ids, positions, padded, last, slots, tables = [], [], [], [], [], []
+        for b, (tokens, cached, table) in enumerate(zip(new_tokens, cached_lens, block_tables)):
             start = len(token_ids)
             token_ids.extend(tokens)
-            positions.extend(range(cached, cached + len(tokens)))
+            span = range(cached, cached + len(tokens))
+            positions.extend(span)
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in span)
             padded.extend(range(b * max_new, b * max_new + len(tokens)))
             last.append(start + len(tokens) - 1)
-        long = torch.long
-        return cls(
-            token_ids=torch.tensor(token_ids, dtype=long),
-            positions=torch.tensor(positions, dtype=long),
-            slots=torch.tensor(slots, dtype=long),
-            cached_lens=torch.tensor(cached_lens, dtype=long),
-            new_lens=torch.tensor(new_lens, dtype=long),
-            padded_index=torch.tensor(padded, dtype=long),
-            last_token_index=torch.tensor(last, dtype=long),
-            max_new=max_new,
-            max_total=max(c + n for c, n in zip(cached_lens, new_lens)),
-            seq_numbers=None if seq_numbers is None else torch.tensor(seq_numbers, dtype=long),
-            first_slot_if_contiguous=slots[0] if slots == list(range(slots[0], slots[0] + len(slots))) else None,
-        )
+            row = table[:num_blocks]
+            tables.extend(row)
+            tables.extend([0] * (num_blocks - len(row)))  # past the sequence's end: masked out by attention
+        T, B = len(token_ids), len(new_tokens)
+        parts = [token_ids, positions, cached_lens, new_lens, padded, last, tables, slots]
+        flat = torch.tensor([v for part in parts for v in part], dtype=torch.long)
+        if torch.device(device).type != "cpu":
+            flat = flat.pin_memory().to(device, non_blocking=True) if torch.cuda.is_available() else flat.to(device)
+        token_t, pos_t, cached_t, new_t, padded_t, last_t, tables_t, slots_t = flat.split(
+            [T, T, B, B, T, B, B * num_blocks, T])
+        return cls(token_ids=token_t, positions=pos_t, cached_lens=cached_t, new_lens=new_t, padded_index=padded_t,
+                   last_token_index=last_t, block_tables=tables_t.view(B, num_blocks), slot_mapping=slots_t,
+                   block_size=block_size, max_new=max_new, max_total=max_total, seq_numbers=seq_numbers,
+                   host_inputs=(new_tokens, cached_lens, block_tables))
+
+    @classmethod
+    def scratch_prefill(cls, prompts: list[list[int]], cache: BlockPool) -> "StepBatch":
+        """Whole prompts from position 0 in scratch blocks of `cache` (router/kv_cache.py), for offline forwards
+        (scoring, tests) while no engine runs sequences in that cache."""
+        tables = scratch_block_tables(cache, [len(p) for p in prompts])
+        return cls.build(prompts, [0] * len(prompts), tables, cache.block_size, device=cache.device)
 
     def split(self, parts: int) -> list["StepBatch"]:
         """Micro-batches of whole sequences (for overlapping one's attention with another's experts)."""
         bounds = torch.linspace(0, self.num_seqs, parts + 1).round().long().tolist()
-        starts = (self.last_token_index - self.new_lens + 1).tolist()
-        out = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi <= lo:
-                continue
-            tok_lo, tok_hi = starts[lo], int(self.last_token_index[hi - 1]) + 1
-            tokens = self.token_ids[tok_lo:tok_hi]
-            per_seq = [tokens[s - tok_lo:s - tok_lo + n].tolist() for s, n in
-                       zip(starts[lo:hi], self.new_lens[lo:hi].tolist())]
-            numbers = None if self.seq_numbers is None else self.seq_numbers[lo:hi].tolist()
-            out.append(StepBatch.build(per_seq, self.cached_lens[lo:hi].tolist(), self.slots[lo:hi].tolist(), numbers))
-        return out
+        tokens, cached, tables = self.host_inputs
+        return [StepBatch.build(tokens[lo:hi], cached[lo:hi], tables[lo:hi], self.block_size,
+                                None if self.seq_numbers is None else self.seq_numbers[lo:hi], self.device)
+                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]

@@ -23,7 +23,7 @@ from switchyard.router.batch import StepBatch
 from switchyard.router.gates import Routing, route  # Routing re-exported: expert backends import it from here
 from switchyard.router.kv_cache import KVCache, MLACache
 from switchyard.router.mla import MLAWeights, mla_attention
-from switchyard.router.ops import cache_rows, causal_attention, rms_norm
+from switchyard.router.ops import cache_rows, causal_attention, rms_norm, write_cache
 from switchyard.router.rope import Rope, apply_rope
 
 
@@ -63,18 +63,21 @@ class DenseModel:
         self.final_norm = final_norm
         self.lm_head = lm_head  # [V, H]
         self.dtype = embed.dtype
+        self.device = embed.device
         self.rope = Rope(config.head_dim, config.rope_theta, max_positions or config.max_position_embeddings,
-                         config.rope_yarn)
+                         config.rope_yarn, self.device)
 
     # -- loading ------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32, max_positions: int | None = None) -> "DenseModel":
+    def load(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.float32, max_positions: int | None = None,
+             device: torch.device | str = "cpu") -> "DenseModel":
+        """Every dense weight, read from the checkpoint straight onto `device` in `dtype`."""
         cfg = ckpt.config
         H, V = cfg.hidden_size, cfg.vocab_size
         q_dim, kv_dim = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
 
         def get(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-            return ckpt.get(name, shape).to(dtype)
+            return ckpt.get(name, shape).to(device=device, dtype=dtype)
 
         def mlp(prefix: str, inter: int) -> tuple[torch.Tensor, torch.Tensor]:
             w13 = torch.cat([get(f"{prefix}.gate_proj.weight", (inter, H)), get(f"{prefix}.up_proj.weight", (inter, H))])
@@ -105,7 +108,7 @@ class DenseModel:
                 mp = moe_prefix(ckpt, i)
                 layer.gate = get(f"{mp}.gate.weight", (cfg.num_experts, H))
                 if cfg.gate_score_bias:  # kept in float32, as the reference does
-                    layer.gate_score_bias = ckpt.get(f"{mp}.gate.e_score_correction_bias", (cfg.num_experts,)).float()
+                    layer.gate_score_bias = ckpt.get(f"{mp}.gate.e_score_correction_bias", (cfg.num_experts,)).to(device, torch.float32)
                 if cfg.shared_expert_gated:
                     layer.shared_mlp = mlp(f"{mp}.shared_expert", cfg.shared_expert_intermediate_size)
                     layer.shared_gate = get(f"{mp}.shared_expert_gate.weight", (1, H))
@@ -149,13 +152,11 @@ class DenseModel:
         cos, sin = self.rope.tables(batch.positions, x.dtype)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        keys, values = cache.keys[index], cache.values[index]
-        token_slots = torch.repeat_interleave(batch.slots, batch.new_lens)  # [T]
-        keys[token_slots, :, batch.positions] = k
-        values[token_slots, :, batch.positions] = v
-
-        out = causal_attention(q, cache_rows(keys, batch), cache_rows(values, batch), batch,
-                               cfg.head_dim ** -0.5)  # [T, nh*d]
+        keys, values = cache.keys[index], cache.values[index]  # [blocks, block_size, kvh, d]
+        write_cache(keys, batch, k)
+        write_cache(values, batch, v)
+        out = causal_attention(q, cache_rows(keys, batch).transpose(1, 2), cache_rows(values, batch).transpose(1, 2),
+                               batch, cfg.head_dim ** -0.5)  # [T, nh*d]
         return x + F.linear(out, w.wo)
 
     def moe_input(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, Routing | None]:

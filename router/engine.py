@@ -20,7 +20,8 @@ from switchyard.experts.group import ExpertGroup
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel
 from switchyard.router.expert_backend import ExpertBackend, LocalExperts, RoutingObserver, forward_step
-from switchyard.router.kv_cache import make_cache
+from switchyard.router.devices import require_device
+from switchyard.router.kv_cache import make_cache, num_blocks_for
 from switchyard.router.logprobs import TokenLogprob, token_logprobs
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
@@ -51,7 +52,11 @@ class Engine:
         self.experts = experts
         self.tokenizer = tokenizer
         self.config = config
-        self.cache = make_cache(cfg, config.max_num_seqs, config.max_model_len, model.dtype)
+        free = None
+        if config.gpu_memory_utilization is not None:  # measured now: the weights are on the GPU already
+            free = torch.cuda.mem_get_info(model.device)
+        self.cache = make_cache(cfg, num_blocks_for(cfg, config, model.dtype, free), config.block_size, model.dtype,
+                                model.device)
         self.scheduler = Scheduler(self.cache, config.max_num_seqs, config.max_num_batched_tokens)
         eos = set(cfg.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
@@ -75,9 +80,10 @@ class Engine:
     def from_checkpoint(cls, ckpt: Checkpoint, config: EngineConfig, experts: ExpertBackend | None = None) -> "Engine":
         """The dense model and tokenizer from `ckpt`; the routed experts from `experts`, or all of them in this
         process when none is given."""
+        device = require_device(config.device)  # no GPU where one is asked for: one line, before any weight
         if experts is None:  # first: a missing optional kernel fails before the dense weights are read
-            experts = LocalExperts(ExpertGroup.load_all(ckpt, config.torch_dtype, config.expert_kernel))
-        model = DenseModel.load(ckpt, config.torch_dtype, max_positions=config.max_model_len)
+            experts = LocalExperts(ExpertGroup.load_all(ckpt, config.torch_dtype, config.expert_kernel, device))
+        model = DenseModel.load(ckpt, config.torch_dtype, max_positions=config.max_model_len, device=device)
         return cls(model, experts, Tokenizer.from_dir_if_present(ckpt.path), config)
 
     # -- requests -----------------------------------------------------------------------------------------
@@ -127,7 +133,8 @@ class Engine:
         start = time.perf_counter()
         seqs = self._in_step = scheduled.seqs
         batch = StepBatch.build([s.pending_tokens(n) for s, n in zip(seqs, scheduled.num_new_tokens)],
-                                [s.num_cached for s in seqs], [s.slot for s in seqs], [s.number for s in seqs])
+                                [s.num_cached for s in seqs], [s.blocks for s in seqs], self.cache.block_size,
+                                [s.number for s in seqs], self.model.device)
         # a prompt scored for `echo` needs the logits of all its tokens, not just the last
         scoring = any(s.params.prompt_logprobs is not None and not s.prompt_done for s in seqs)
         traced = self.step_tracer(scheduled) if self.step_tracer is not None else None
@@ -168,9 +175,11 @@ class Engine:
                 continue
             if not seq.prompt_logprobs:
                 seq.prompt_logprobs.append(None)  # the first token has nothing before it
+            next_entry = len(seq.prompt_logprobs)  # a preempted sequence recomputes positions it has scored
             for j in range(n):  # the logits at position p score the token at p + 1
                 position = seq.num_cached + j
-                if position + 1 < len(seq.prompt_ids):
+                if position + 1 < len(seq.prompt_ids) and position + 1 == next_entry:
+                    next_entry += 1
                     rows.append(start + j)
                     targets.append(seq.prompt_ids[position + 1])
                     num_top.append(k)

@@ -16,7 +16,7 @@ from switchyard.experts.messages import ExpertRequest
 from switchyard.router.adaptive_routing import adapt_routing
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import DenseModel, Routing
-from switchyard.router.kv_cache import SlotCache
+from switchyard.router.kv_cache import BlockPool
 
 
 class ExpertBackend(Protocol):
@@ -46,7 +46,7 @@ class RoutingObserver(Protocol):
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None: ...
 
 
-def forward_step(model: DenseModel, experts: ExpertBackend, cache: SlotCache, batch: StepBatch,
+def forward_step(model: DenseModel, experts: ExpertBackend, cache: BlockPool, batch: StepBatch,
                  observer: RoutingObserver | None = None, all_logits: bool = False,
                  micro_batches: int = 1, adaptive: AdaptiveRouting | None = None) -> torch.Tensor:
     """Run every layer for the step's new tokens. Returns logits [B, V] of each sequence's last token
@@ -86,5 +86,5 @@ def forward_step(model: DenseModel, experts: ExpertBackend, cache: SlotCache, ba
     if all_logits:
         return model.logits(x)
     starts = torch.tensor([0] + [p.token_ids.numel() for p in parts[:-1]]).cumsum(0)
-    last_index = torch.cat([p.last_token_index + s for p, s in zip(parts, starts.tolist())])
+    last_index = torch.cat([p.last_token_index + s for p, s in zip(parts, starts.tolist())])  # on the batch's device
     return model.logits(x[last_index])

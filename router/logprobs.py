@@ -24,7 +24,7 @@ def token_logprobs(logits: torch.Tensor, token_ids: list[int], num_top: list[int
     if not token_ids:
         return []
     logprobs = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
-    chosen = logprobs.gather(1, torch.tensor(token_ids)[:, None]).squeeze(1).tolist()  # [N]
+    chosen = logprobs.gather(1, torch.tensor(token_ids, device=logprobs.device)[:, None]).squeeze(1).tolist()  # [N]
     k = min(max(num_top), logprobs.shape[1])
     top_values, top_ids = logprobs.topk(k, dim=-1) if k else (logprobs[:, :0], logprobs[:, :0].long())  # [N, k]
     top_values, top_ids = top_values.tolist(), top_ids.tolist()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from switchyard.configs.model import ModelConfig
 from switchyard.router.batch import StepBatch
 from switchyard.router.kv_cache import MLACache
-from switchyard.router.ops import causal_attention, rms_norm
+from switchyard.router.ops import cache_rows, causal_attention, rms_norm, write_cache
 from switchyard.router.rope import Rope, apply_rope, apply_rope_interleaved, yarn_mscale
 
 # diff with the decoder norms: the reference builds the latent norms with RMSNorm's default eps, not rms_norm_eps.
@@ -89,10 +89,9 @@ def mla_attention(config: ModelConfig, w: MLAWeights, h: torch.Tensor, layer: in
     rotate = apply_rope_interleaved if m.rope_interleave else apply_rope
     q_rope, k_rope = rotate(q_rope, cos, sin), rotate(kv[:, None, r:], cos, sin)  # [T, nh, dr], [T, 1, dr]
 
-    entries = cache.latents[layer]  # [slots, max_len, r + dr]
-    token_slots = torch.repeat_interleave(batch.slots, batch.new_lens)  # [T]
-    entries[token_slots, batch.positions] = torch.cat([latent, k_rope[:, 0]], dim=-1)
-    cached = entries[batch.slots, :batch.max_total]  # [B, L, r + dr]
+    pool = cache.latents[layer]  # [blocks, block_size, r + dr]
+    write_cache(pool, batch, torch.cat([latent, k_rope[:, 0]], dim=-1))
+    cached = cache_rows(pool, batch)  # [B, L, r + dr]
     wkv_b = w.wkv_b.view(nh, dn + dv, r)
     scale = softmax_scale(config)
 
@@ -101,7 +100,7 @@ def mla_attention(config: ModelConfig, w: MLAWeights, h: torch.Tensor, layer: in
         q = torch.cat([q_latent, q_rope], dim=-1)[:, None]  # [B, 1, nh, r + dr]
         # One shared key head: the heads go in as query rows, so nothing is copied per head (SDPA's GQA path
         # would copy the latents nh times, 50x slower on CPU).
-        visible = torch.arange(cached.shape[1])[None, :] <= batch.cached_lens[:, None]  # [B, L]
+        visible = torch.arange(cached.shape[1], device=h.device)[None, :] <= batch.cached_lens[:, None]  # [B, L]
         out = F.scaled_dot_product_attention(q, cached[:, None], cached[:, None, :, :r], attn_mask=visible[:, None, None],
                                              scale=scale)  # [B, 1, nh, r]
         out = torch.einsum("thr,hvr->thv", out[:, 0], wkv_b[:, dn:]).reshape(T, nh * dv)

@@ -13,13 +13,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
 
 
-def cache_rows(cache: torch.Tensor, batch: StepBatch) -> torch.Tensor:
-    """The step's sequences' rows of a slot-major cache [slots, ..., max_len, d] → [B, ..., L, d], L = max_total.
-    When the slots are a contiguous run (steady-state decode), a view: no copy of the cache."""
-    first, L = batch.first_slot_if_contiguous, batch.max_total
-    if first is not None:
-        return cache[first:first + batch.num_seqs, ..., :L, :]
-    return cache[..., :L, :][batch.slots]
+def cache_rows(pool: torch.Tensor, batch: StepBatch) -> torch.Tensor:
+    """The step's sequences' entries of one layer's block pool [blocks, block_size, ...] → [B, L, ...] in
+    position order, L = max_total: one gather of their blocks. Entries past a sequence's end are whatever the
+    padding block holds; attention masks them out."""
+    B, N = batch.block_tables.shape
+    rows = pool.index_select(0, batch.block_tables.view(-1))  # [B*N, block_size, ...]; faster than pool[tables]
+    return rows.view(B, N * pool.shape[1], *pool.shape[2:])[:, :batch.max_total]
+
+
+def write_cache(pool: torch.Tensor, batch: StepBatch, entries: torch.Tensor) -> None:
+    """Store the step's new tokens' entries [T, ...] at their rows of the block pool (in place)."""
+    pool.flatten(0, 1).index_copy_(0, batch.slot_mapping, entries.to(pool.dtype))
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: StepBatch, scale: float) -> torch.Tensor:
@@ -36,8 +41,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: S
         q_pad = q.new_zeros(B * S, nh, d)
         q_pad[batch.padded_index] = q
         q_pad = q_pad.view(B, S, nh, d).transpose(1, 2)  # [B, nh, S, dk]
-    query_pos = batch.cached_lens[:, None] + torch.arange(S)[None, :]  # [B, S]
-    mask = torch.arange(L)[None, None, :] <= query_pos[:, :, None]  # [B, S, L]; pad rows still see key 0
+    query_pos = batch.cached_lens[:, None] + torch.arange(S, device=q.device)[None, :]  # [B, S]
+    mask = torch.arange(L, device=q.device)[None, None, :] <= query_pos[:, :, None]  # [B, S, L]; pad rows see key 0
     out = F.scaled_dot_product_attention(q_pad, k, v, attn_mask=mask[:, None], scale=scale,
                                          enable_gqa=nh != k.shape[1])  # [B, nh, S, dv]
     out = out.transpose(1, 2).reshape(B * S, nh * v.shape[-1])

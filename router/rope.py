@@ -15,15 +15,17 @@ from switchyard.configs.model import YarnScaling
 
 
 class Rope:
-    def __init__(self, head_dim: int, theta: float, max_positions: int, yarn: YarnScaling | None = None):
+    def __init__(self, head_dim: int, theta: float, max_positions: int, yarn: YarnScaling | None = None,
+                 device: torch.device | str = "cpu"):
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))  # [d/2]
         attention_factor = 1.0
         if yarn is not None:
             inv_freq, attention_factor = yarn_frequencies(head_dim, theta, yarn)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # [P, d/2]
         angles = torch.cat([angles, angles], dim=-1)  # [P, d]
-        self.cos = angles.cos() * attention_factor
-        self.sin = angles.sin() * attention_factor
+        # computed on the host in float32 (as transformers does), then kept where the positions are
+        self.cos = (angles.cos() * attention_factor).to(device)
+        self.sin = (angles.sin() * attention_factor).to(device)
 
     def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for `positions` [T] → each [T, 1, d], ready to broadcast over heads."""

@@ -81,17 +81,16 @@ def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs:
     flat = logits.view(-1)
     vocab = logits.shape[1]
     repeat = [row for row in rows if params[row].repetition_penalty != 1.0]
-    keys = _seen_keys(repeat, [[*(prompts[row] if prompts else ()), *outputs[row]] for row in repeat], vocab,
-                      logits.device)
+    keys, _ = _seen_keys(repeat, [[*(prompts[row] if prompts else ()), *outputs[row]] for row in repeat], vocab,
+                         logits.device)
     if keys is not None:
         penalty = torch.tensor([p.repetition_penalty for p in params], dtype=logits.dtype,
                                device=logits.device)[keys // vocab]
         scores = flat[keys]  # a token seen twice is one key: penalised once
         flat[keys] = torch.where(scores < 0, scores * penalty, scores / penalty)
     openai = [row for row in rows if params[row].frequency_penalty or params[row].presence_penalty]
-    keys = _seen_keys(openai, [outputs[row] for row in openai], vocab, logits.device, unique=False)
+    keys, counts = _seen_keys(openai, [outputs[row] for row in openai], vocab, logits.device)
     if keys is not None:
-        keys, counts = torch.unique(keys, return_counts=True)
         row_of = keys // vocab
         frequency, presence = (torch.tensor([getattr(p, name) for p in params], dtype=logits.dtype,
                                             device=logits.device)[row_of]
@@ -100,15 +99,17 @@ def apply_penalties(logits: torch.Tensor, params: list[SamplingParams], outputs:
     return logits
 
 
-def _seen_keys(rows: list[int], tokens: list[list[int]], vocab: int, device: torch.device,
-               unique: bool = True) -> torch.Tensor | None:
-    """row * vocab + token for each token of each row (flat indices into [B, V]), or None if there are none."""
+def _seen_keys(rows: list[int], tokens: list[list[int]], vocab: int,
+               device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The distinct row * vocab + token of each row's tokens (flat indices into [B, V]) and how often each
+    occurs, on `device`; (None, None) if there are none. Worked out on the host, where the token lists are."""
     lengths = [len(t) for t in tokens]
     if not sum(lengths):
-        return None
+        return None, None
     keys = (torch.repeat_interleave(torch.tensor(rows), torch.tensor(lengths)) * vocab
-            + torch.tensor([token for row_tokens in tokens for token in row_tokens])).to(device)
-    return torch.unique(keys) if unique else keys
+            + torch.tensor([token for row_tokens in tokens for token in row_tokens]))
+    keys, counts = torch.unique(keys, return_counts=True)
+    return keys.to(device), counts.to(device)
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
@@ -125,22 +126,26 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[
     if outputs is not None:
         logits = apply_penalties(logits, params, outputs, prompts)
     rows = [row for row, p in enumerate(params) if not p.greedy]
-    next_ids = logits.argmax(dim=-1) if len(rows) < len(params) else torch.empty(len(params), dtype=torch.long)
+    device = logits.device
+    next_ids = logits.argmax(dim=-1) if len(rows) < len(params) else \
+        torch.empty(len(params), dtype=torch.long, device=device)
     if not rows:
         return next_ids
     picked = [params[row] for row in rows]
-    temperature = torch.tensor([p.temperature for p in picked], dtype=logits.dtype)
+    temperature = torch.tensor([p.temperature for p in picked], dtype=logits.dtype).to(device)
     scores = logits[rows] / temperature[:, None]  # [R, V]
     if any(p.top_k or p.top_p < 1.0 for p in picked):
         scores = _top_k_top_p(scores, picked)
     cumulative = torch.softmax(scores, dim=-1).cumsum_(dim=-1)  # [R, V]
+    # drawn on the host, from host generators: a seed gives the same numbers on every device
     uniform = torch.rand(len(rows), 1)  # [R, 1]
     for i, row in enumerate(rows):
         if generators[row] is not None:
             uniform[i] = torch.rand(1, generator=generators[row])
+    uniform = uniform.to(device)
     # the first token whose cumulative probability passes u (clamped: rounding may leave the total just under 1)
     drawn = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
-    next_ids[rows] = drawn.clamp_(max=logits.shape[1] - 1)
+    next_ids[torch.tensor(rows, device=device)] = drawn.clamp_(max=logits.shape[1] - 1)
     return next_ids
 
 
@@ -148,9 +153,10 @@ def _top_k_top_p(scores: torch.Tensor, params: list[SamplingParams]) -> torch.Te
     """Scores [R, V] with the tokens outside each row's top-k, and past its top-p mass, set to -inf."""
     vocab = scores.shape[1]
     sorted_scores, order = torch.sort(scores, dim=-1, descending=True)  # [R, V]
-    top_k = torch.tensor([p.top_k or vocab for p in params])
-    drop = torch.arange(vocab)[None, :] >= top_k[:, None]  # [R, V] past the k best
-    top_p = torch.tensor([p.top_p for p in params], dtype=scores.dtype)
+    device = scores.device
+    top_k = torch.tensor([p.top_k or vocab for p in params]).to(device)
+    drop = torch.arange(vocab, device=device)[None, :] >= top_k[:, None]  # [R, V] past the k best
+    top_p = torch.tensor([p.top_p for p in params], dtype=scores.dtype).to(device)
     probs = torch.softmax(sorted_scores.masked_fill(drop, float("-inf")), dim=-1)
     # drop a token once the mass before it already reaches top_p (the best token always stays)
     drop |= (torch.cumsum(probs, dim=-1) - probs) >= top_p[:, None]

@@ -1,4 +1,4 @@
-"""One request's life in the engine: its tokens, its slot in the KV cache, its text and why it finished."""
+"""One request's life in the engine: its tokens, its blocks of the KV cache, its text and why it finished."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ from switchyard.router.sampling import SamplingParams
 _numbers = itertools.count()
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the scheduler looks sequences up in its lists
 class Sequence:
     prompt_ids: list[int]
     params: SamplingParams
     number: int = field(default_factory=lambda: next(_numbers))  # numeric id, e.g. a trace's seq_id
     request_id: str = ""
     output_ids: list[int] = field(default_factory=list)
-    slot: int | None = None
+    blocks: list[int] = field(default_factory=list)  # its KV-cache blocks, in position order (block table)
     num_cached: int = 0  # tokens whose keys and values are in the cache
+    num_preemptions: int = 0  # times its blocks were taken back and its cache recomputed
     text: str = ""  # detokenised output, cut at a stop string
     detokenizer: IncrementalDetokenizer = field(default_factory=IncrementalDetokenizer)
     emitted: int = 0  # characters of `text` already streamed
@@ -58,6 +59,11 @@ class Sequence:
     def num_uncached(self) -> int:
         """Tokens not yet in the cache: the rest of the prompt while prefilling, then the last sampled token."""
         return self.total_len - self.num_cached
+
+    @property
+    def decoding(self) -> bool:
+        """All its tokens are in the cache but the last sampled one: it takes one token a step."""
+        return self.num_uncached == 1 and self.prompt_done
 
     @property
     def prompt_done(self) -> bool:

@@ -80,10 +80,14 @@ class TraceRecorder:
     # -- hot path: called by forward_step for every MoE layer --------------------------------------------
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
         token_seq, positions, token_ids, rows = self._step_rows(batch)
+        # copies on the host: the buffer outlives the step, and the writer reads numpy arrays
         if rows is None:  # every token of the step is recorded
-            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids.clone(), routing.weights.clone())
+            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids.to("cpu", copy=True),
+                     routing.weights.to("cpu", copy=True))
         elif rows.numel():
-            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids[rows], routing.weights[rows])
+            on_device = rows.to(routing.expert_ids.device)
+            chunk = (layer, token_seq, positions, token_ids, routing.expert_ids[on_device].cpu(),
+                     routing.weights[on_device].cpu())
         else:
             return
         count = token_seq.numel()
@@ -101,13 +105,14 @@ class TraceRecorder:
         every layer of a step, so worked out once per step."""
         if self._step_cache is not None and self._step_cache[0] is batch:
             return self._step_cache[1]
-        numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
-        token_seq = torch.repeat_interleave(numbers, batch.new_lens)  # [T]
+        numbers = torch.tensor(batch.seq_numbers) if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
+        new_lens, positions, token_ids = batch.new_lens.cpu(), batch.positions.cpu(), batch.token_ids.cpu()
+        token_seq = torch.repeat_interleave(numbers, new_lens)  # [T]
         if self.sample_rate >= 1.0:
-            result = (token_seq, batch.positions, batch.token_ids, None)
+            result = (token_seq, positions, token_ids, None)
         else:
-            rows = torch.repeat_interleave(self.sampled(numbers), batch.new_lens).nonzero().squeeze(1)
-            result = (token_seq[rows], batch.positions[rows], batch.token_ids[rows], rows)
+            rows = torch.repeat_interleave(self.sampled(numbers), new_lens).nonzero().squeeze(1)
+            result = (token_seq[rows], positions[rows], token_ids[rows], rows)
         self._step_cache = (batch, result)
         return result
 
@@ -163,15 +168,13 @@ class RoutingWindow:
         self._step_cache: tuple | None = None
 
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
-        if self._step_cache is None or self._step_cache[0] is not batch:
-            numbers = batch.seq_numbers if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
-            self._step_cache = (batch, torch.repeat_interleave(numbers, batch.new_lens), batch.positions)
+        if self._step_cache is None or self._step_cache[0] is not batch:  # the same for every layer of a step
+            numbers = torch.tensor(batch.seq_numbers) if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
+            self._step_cache = (batch, torch.repeat_interleave(numbers, batch.new_lens.cpu()), batch.positions.cpu())
         _, token_seq, positions = self._step_cache
-        ids = routing.expert_ids
+        ids = routing.expert_ids.to("cpu", copy=True)  # on the host: the window outlives the step
         if bool((ids < 0).any()):
             ids = torch.where(ids >= 0, ids, ids[:, :1])
-        else:
-            ids = ids.clone()
         with self._lock:
             self._chunks.append((self._count, layer, token_seq, positions, ids))
             self._count += 1

@@ -60,7 +60,7 @@ def evaluate(engine: Engine, windows: list[list[int]], batch_size: int, policy: 
     with torch.inference_mode():
         for lo in range(0, len(windows), batch_size):
             chunk = windows[lo:lo + batch_size]
-            batch = StepBatch.build(chunk, [0] * len(chunk), list(range(len(chunk))))
+            batch = StepBatch.scratch_prefill(chunk, engine.cache)
             logits = forward_step(engine.model, engine.experts, engine.cache, batch, counter, all_logits=True,
                                   adaptive=policy)  # [T, V]
             start = 0

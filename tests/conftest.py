@@ -11,6 +11,30 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+# Where the numerics tests (test_numerics.py) run both models: "cpu" unless SWITCHYARD_TEST_DEVICE says "cuda"
+# (or "cuda:N"), as scripts/gpu_check.sh does on a GPU machine. Asked for and absent is an error, not a skip:
+# a GPU check that quietly ran on the CPU would pass without having checked anything.
+NUMERICS_DEVICE = os.environ.get("SWITCHYARD_TEST_DEVICE", "cpu")
+
+
+def pytest_configure(config):
+    if NUMERICS_DEVICE == "cpu":
+        return
+    try:
+        kind = torch.device(NUMERICS_DEVICE).type
+    except RuntimeError as err:
+        raise pytest.UsageError(f"SWITCHYARD_TEST_DEVICE={NUMERICS_DEVICE!r}: {err}") from err
+    if kind != "cuda":
+        raise pytest.UsageError(f"SWITCHYARD_TEST_DEVICE must be 'cpu', 'cuda' or 'cuda:N', got {NUMERICS_DEVICE!r}")
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(f"SWITCHYARD_TEST_DEVICE={NUMERICS_DEVICE} but torch {torch.__version__} sees no "
+                                f"CUDA GPU (CUDA build: {torch.version.cuda})")
+
+
+@pytest.fixture(scope="session")
+def numerics_device() -> str:
+    return NUMERICS_DEVICE
+
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:

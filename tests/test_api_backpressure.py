@@ -30,7 +30,8 @@ def long_stream(max_tokens: int = 150) -> dict:
 def wait_idle(app, timeout: float = 30) -> None:
     engine = app.state.served.engine
     deadline = time.monotonic() + timeout
-    while engine.num_unfinished or engine.engine.cache.num_free_slots != SLOTS:
+    cache = engine.engine.cache
+    while engine.num_unfinished or cache.num_free_blocks != cache.num_blocks:
         assert time.monotonic() < deadline, "sequences still held after their clients left"
         time.sleep(0.05)
 

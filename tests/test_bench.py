@@ -46,3 +46,16 @@ def test_bench_otel_measures_the_three_dispatch_hook_paths():
     rows = otel.run(repeats=2000)
     assert [r[0] for r in rows] == ["tracing off", "on, step not sampled", "on, sampled layer (span + carrier + end)"]
     assert rows[2][1] > 0 and not tracing.enabled()  # the process is left as it was: off
+
+
+def test_bench_kv_cache_runs_all_three_setups_to_the_same_tokens(checkpoints, capsys):
+    argv = ["bench", "kv-cache", "--model", str(checkpoints["qwen3_moe"]), "--requests", "6", "--prompt-len", "5",
+            "--max-tokens", "14", "--max-model-len", "32", "--full-sequences", "4", "--threads", "1"]
+    assert main(argv) == 0  # every setup's greedy tokens equal the first's
+    lines = capsys.readouterr().out.splitlines()
+    reserved, paged, quarter = (next(line.split() for line in lines if line.startswith(name))
+                                for name in ("reserved", "paged  ", "paged,"))
+    # columns from the right: most running, preemptions, tok/s, ratio, same tokens
+    assert reserved[-5] == "4"  # at most 4 whole sequences fit: 4 at a time
+    assert paged[-5] == "6"  # the same bytes in blocks: all 6 at once
+    assert int(quarter[-4]) > 0  # a quarter of them: preemptions

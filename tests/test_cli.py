@@ -45,3 +45,21 @@ def test_serve_ready_message_expert_groups():
     assert fields["transport"] == "direct actor calls"
     assert fields["ingress"] == "through Serve's HTTP proxy"
     assert fields["sampling"].startswith("OpenAI's defaults")
+
+
+def test_generate_on_a_gpu_that_is_not_there_fails_in_one_line(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["generate", "--device", "cuda", "--max-tokens", "2", "hello"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device 'cuda'" in err and "--device cpu" in err
+
+
+def test_serve_ready_message_names_devices_and_the_kv_cache():
+    args = serve_args("--groups", "2", "--device", "cuda", "--expert-device", "cpu", "--kv-cache-memory", "1GiB")
+    raw = app_args(args)
+    raw["router_pool"] = {"num_gpus": 1}
+    fields = lines_of(ready_message(AppConfig.model_validate(raw), args, {}))
+    assert fields["device"] == "router cuda, expert groups cpu, bfloat16, expert kernel torch"
+    assert fields["kv-cache"] == "1.00 GiB (router.kv_cache_memory), in blocks of 16 tokens"

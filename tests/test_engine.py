@@ -57,7 +57,7 @@ def test_requests_joining_a_running_batch_get_the_same_tokens(engine):
                 outs[ids[out.request_id]] = out.token_ids
         steps += 1
     assert [outs[i] for i in range(len(prompts))] == alone
-    assert engine.cache.num_free_slots == engine.cache.num_slots
+    assert engine.cache.num_free_blocks == engine.cache.num_blocks
 
 
 def test_stop_string_cuts_text_and_stream_never_shows_it(engine):
@@ -74,7 +74,7 @@ def test_stop_string_cuts_text_and_stream_never_shows_it(engine):
     assert final.finish_reason == "stop"
     assert final.text == full.text[:full.text.find(stop)]
     assert streamed == final.text
-    assert seq.slot is None
+    assert seq.blocks == []
 
 
 def test_eos_stops_and_max_tokens_caps(checkpoints):

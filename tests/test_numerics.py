@@ -1,4 +1,8 @@
-"""Logits and greedy tokens against transformers' own model classes, for every family and expert layout."""
+"""Logits and greedy tokens against transformers' own model classes, for every family and expert layout.
+
+On the CPU by default; `SWITCHYARD_TEST_DEVICE=cuda` runs the same checks with both models on that GPU, in
+float32 and to the same tolerances (scripts/gpu_check.sh, docs/gpu.md).
+"""
 
 import pytest
 import torch
@@ -30,8 +34,20 @@ def reference_logits(model, prompts):
         ids[i, :len(p)] = torch.tensor(p)
         mask[i, :len(p)] = 1
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
     return torch.cat([logits[i, :len(p)] for i, p in enumerate(prompts)])
+
+
+def engine_config(device: str, **fields) -> EngineConfig:
+    """On the CPU, exactly the config these tests always used; on another device the same there, in float32
+    (the GPU's default dtype is bfloat16)."""
+    if device == "cpu":
+        return EngineConfig(**fields)
+    return EngineConfig(device=device, dtype="float32", **fields)
+
+
+def load_reference(path, device: str):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(device)
 
 
 def transformers_greedy(reference, prompts, new_tokens: int) -> list[list[int]]:
@@ -42,30 +58,33 @@ def transformers_greedy(reference, prompts, new_tokens: int) -> list[list[int]]:
 
 @pytest.mark.parametrize("layout", ["per_expert", "fused"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_prefill_logits_match_transformers(family, layout, checkpoints, fused_checkpoints):
+def test_prefill_logits_match_transformers(family, layout, checkpoints, fused_checkpoints, numerics_device):
     path = (checkpoints if layout == "per_expert" else fused_checkpoints)[family]
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64))
+    reference = load_reference(path, numerics_device)
+    engine = Engine.from_pretrained(path, engine_config(numerics_device, max_num_seqs=4, max_model_len=64))
     prompts = random_prompts(1)
-    batch = StepBatch.build(prompts, [0] * len(prompts), list(range(len(prompts))))
+    batch = StepBatch.scratch_prefill(prompts, engine.cache)
     with torch.inference_mode():
-        ours = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
-    expected = reference_logits(reference, prompts)
+        ours = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True).cpu()
+    expected = reference_logits(reference, prompts).cpu()
     assert expected.abs().max() > 0.1, "logits too small to make the comparison meaningful"
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3", "deepseek_v3_yarn"])
-def test_decode_logits_match_full_forward(family, checkpoints):
+def test_decode_logits_match_full_forward(family, checkpoints, numerics_device):
     """Logits computed token by token through the KV cache equal those of one full forward (for deepseek_v3:
     decode attends over the compressed latents, the full forward over keys and values expanded from them)."""
     path = checkpoints[family]
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=4, max_model_len=64))
+    reference = load_reference(path, numerics_device)
+    # blocks of 4 tokens, each sequence's scattered over the pool and interleaved with the other's
+    engine = Engine.from_pretrained(path, engine_config(numerics_device, max_num_seqs=4, max_model_len=64,
+                                                        block_size=4))
     assert isinstance(engine.cache, MLACache) == family.startswith("deepseek_v3")
     prompts = random_prompts(2, (6, 11))
+    tables = [[5, 1], [0, 6, 2]]
     split = [3, 4]  # prefill a prefix of each, then feed the rest one token per step
-    batch = StepBatch.build([p[:s] for p, s in zip(prompts, split)], [0, 0], [2, 0])
+    batch = StepBatch.build([p[:s] for p, s in zip(prompts, split)], [0, 0], tables, 4)
     step_logits = [[], []]
     with torch.inference_mode():
         out = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
@@ -74,19 +93,19 @@ def test_decode_logits_match_full_forward(family, checkpoints):
         for t in range(max(len(p) - s for p, s in zip(prompts, split))):
             live = [i for i, p in enumerate(prompts) if split[i] + t < len(p)]
             batch = StepBatch.build([[prompts[i][split[i] + t]] for i in live], [split[i] + t for i in live],
-                                    [[2, 0][i] for i in live])
+                                    [tables[i] for i in live], 4)
             out = forward_step(engine.model, engine.experts, engine.cache, batch)
             for row, i in enumerate(live):
                 step_logits[i].append(out[row:row + 1])
-    ours = torch.cat([torch.cat(s) for s in step_logits])
-    torch.testing.assert_close(ours, reference_logits(reference, prompts), atol=1e-4, rtol=0)
+    ours = torch.cat([torch.cat(s) for s in step_logits]).cpu()
+    torch.testing.assert_close(ours, reference_logits(reference, prompts).cpu(), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_generation_matches_transformers_generate(family, checkpoints):
+def test_greedy_generation_matches_transformers_generate(family, checkpoints, numerics_device):
     path = checkpoints[family]
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=128))
+    reference = load_reference(path, numerics_device)
+    engine = Engine.from_pretrained(path, engine_config(numerics_device, max_num_seqs=8, max_model_len=128))
     prompts = random_prompts(3, (5, 17, 9, 2, 12))
     new_tokens = 40
     expected = transformers_greedy(reference, prompts, new_tokens)
@@ -96,14 +115,14 @@ def test_greedy_generation_matches_transformers_generate(family, checkpoints):
         assert out.finish_reason == "length"
 
 
-def test_micro_batched_step_equals_one_batch(checkpoints):
+def test_micro_batched_step_equals_one_batch(checkpoints, numerics_device):
     """Ping-pong micro-batches change the order of work, not the result."""
     path = checkpoints["qwen2_moe"]
     prompts = random_prompts(4, (5, 9, 3, 7, 11))
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     results = []
     for parts in (1, 2, 3):
-        engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=64))
+        engine = Engine.from_pretrained(path, engine_config(numerics_device, max_num_seqs=8, max_model_len=64))
         engine.micro_batches = parts
         results.append([o.token_ids for o in engine.generate(prompts, params)])
     assert results[0] == results[1] == results[2]

@@ -37,8 +37,8 @@ def metadata(num_experts=8, top_k=3):
 
 
 def step(seqs: list[int], positions: list[int]):
-    batch = StepBatch.build([[1] for _ in seqs], positions, list(range(len(seqs))), seqs)
-    return batch
+    """One new token per sequence at `positions` (block tables are irrelevant to the window)."""
+    return StepBatch.build([[1] for _ in seqs], positions, [[i] for i in range(len(seqs))], 16, seqs)
 
 
 def routing(ids):

@@ -117,7 +117,7 @@ def test_adaptive_routing_reaches_the_router_engine():
 @pytest.mark.parametrize("extra,named", [
     ({"expert_pool": {"num_replicas": 3}}, "expert_pool"),
     ({"placement": "p.json"}, "placement"),
-    ({"device": "cuda"}, "device"),
+    ({"expert_device": "cuda"}, "expert_device"),
 ])
 def test_one_process_mode_refuses_settings_it_would_ignore(extra, named):
     with pytest.raises(ValidationError, match=named):
@@ -161,3 +161,48 @@ def test_otlp_traces_endpoint_flag_sets_the_app_config():
     assert AppConfig.model_validate(app_args(build_parser().parse_args(["serve"]))).telemetry.otlp_traces_endpoint is None
     with pytest.raises(ValidationError, match="otlp_traces_endpoint"):
         AppConfig.model_validate({"model": "m", "telemetry": {"otlp_traces_endpoint": "collector:4318"}})
+
+
+def test_devices_reach_the_engine_and_gpus_must_be_reserved():
+    gpu = {"model": "m", "device": "cuda", "router_pool": {"num_gpus": 1}, "expert_pool": {"num_gpus": 0.5}}
+    config = AppConfig.model_validate(gpu)
+    engine = config.engine_config()
+    assert (engine.device, engine.torch_dtype, config.group_device) == ("cuda", torch.bfloat16, "cuda")
+    assert AppConfig.model_validate({"model": "m"}).engine_config().torch_dtype == torch.float32
+    # the router on a GPU, the groups on CPUs
+    split = AppConfig.model_validate({**gpu, "expert_device": "cpu", "expert_pool": {"num_gpus": 0}})
+    assert (split.device, split.group_device) == ("cuda", "cpu")
+    with pytest.raises(ValidationError, match="router_pool.num_gpus is 0 but its replicas run on 'cuda'"):
+        AppConfig.model_validate({"model": "m", "device": "cuda", "expert_pool": {"num_gpus": 1}})
+    with pytest.raises(ValidationError, match="expert_pool.num_gpus is 0"):
+        AppConfig.model_validate({**gpu, "expert_pool": {"num_gpus": 0}})
+    with pytest.raises(ValidationError, match="expert_pool.num_gpus is 1.0 but its replicas run on 'cpu'"):
+        AppConfig.model_validate({"model": "m", "expert_pool": {"num_gpus": 1}})
+
+
+def test_kv_cache_settings_reach_the_engine_or_are_refused():
+    config = AppConfig.model_validate({"model": "m", "router": {"kv_cache_memory": "2GiB", "block_size": 32}})
+    engine = config.engine_config()
+    assert (engine.kv_cache_memory, engine.block_size) == (2 << 30, 32)
+    gpu = {"model": "m", "device": "cuda", "router_pool": {"num_gpus": 1}, "expert_pool": {"num_gpus": 1}}
+    assert AppConfig.model_validate({**gpu, "router": {"gpu_memory_utilization": 0.8}}).engine_config() \
+        .gpu_memory_utilization == 0.8
+    with pytest.raises(ValidationError, match="router.gpu_memory_utilization.*needs device 'cuda'"):
+        AppConfig.model_validate({"model": "m", "router": {"gpu_memory_utilization": 0.8}})
+    with pytest.raises(ValidationError, match="kv_cache_memory"):
+        AppConfig.model_validate({"model": "m", "router": {"kv_cache_memory": "lots"}})
+    with pytest.raises(ValidationError, match="not both"):
+        AppConfig.model_validate({**gpu, "router": {"gpu_memory_utilization": 0.8, "kv_cache_memory": 1 << 30}})
+
+
+def test_serve_flags_set_devices_and_the_kv_cache():
+    from switchyard.cluster.cli import build_parser
+    from switchyard.cluster.cli_serve import app_args
+
+    args = build_parser().parse_args(["serve", "--groups", "2", "--device", "cuda", "--expert-device", "cpu",
+                                      "--kv-cache-memory", "512MiB", "--block-size", "8", "--dtype", "float16"])
+    raw = app_args(args)
+    raw["router_pool"] = {"num_gpus": 1}
+    config = AppConfig.model_validate(raw)
+    assert (config.device, config.group_device, config.dtype) == ("cuda", "cpu", "float16")
+    assert (config.router.kv_cache_memory, config.router.block_size) == (512 << 20, 8)

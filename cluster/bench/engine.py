@@ -36,17 +36,23 @@ def random_prompts(batch: int, prompt_len: int, vocab: int, seed: int = 0) -> li
     return [torch.randint(3, vocab, (int(n),), generator=gen).tolist() for n in lengths]
 
 
-def transformers_generate(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+def left_padded(prompts: list[list[int]], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask [B, width] of a left-padded batch, as `generate` wants it."""
     width = max(map(len, prompts))
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def transformers_generate(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    ids, mask = left_padded(prompts, model.device)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
                              pad_token_id=0)
-    return out[:, width:].tolist()
+    return out[:, ids.shape[1]:].tolist()
 
 
 def run(model_path: Path, batches: list[int], new_tokens: int, prompt_len: int, kernels: list[str] = ("torch",),

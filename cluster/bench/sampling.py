@@ -85,7 +85,7 @@ def continuation_nll(engine: Engine, prompts: list[list[int]], continuations: li
         for lo in range(0, len(pairs), batch_size):
             chunk = pairs[lo:lo + batch_size]
             sequences = [p + c for p, c in chunk]
-            batch = StepBatch.build(sequences, [0] * len(chunk), list(range(len(chunk))))
+            batch = StepBatch.scratch_prefill(sequences, engine.cache)
             logits = forward_step(engine.model, engine.experts, engine.cache, batch, None, all_logits=True)  # [T, V]
             start = 0
             for prompt, cont in chunk:  # position i predicts token i + 1: the continuation from len(prompt) - 1

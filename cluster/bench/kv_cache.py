@@ -1,0 +1,77 @@
+"""`switchyard bench kv-cache`: what the paged KV cache buys at a fixed memory budget, and what preemption costs.
+
+One batch of requests runs to completion under each setup, in one process, on the same model:
+- `reserved`: the memory cut into whole max_model_len sequences, as a slot-per-sequence cache would (so at
+  most budget / max_model_len sequences run at once);
+- `paged`: the same bytes as blocks, sequences admitted while blocks last;
+- `paged, 1/4`: a quarter of the bytes, so sequences must be preempted and recomputed.
+Each row: the cache's bytes, the most sequences running at once, preemptions, output tok/s and its ratio to
+`reserved`, and whether the greedy tokens equal the first row's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from switchyard.configs.engine import EngineConfig
+from switchyard.router.engine import Engine
+from switchyard.router.kv_cache import bytes_per_token
+from switchyard.router.sampling import SamplingParams
+
+
+@dataclass
+class Row:
+    setup: str
+    cache_bytes: int
+    most_running: int
+    preemptions: int
+    tokens_per_s: float
+    same_tokens: bool
+
+
+def run(model: Path, num_requests: int, prompt_len: int, max_tokens: int, max_model_len: int,
+        full_sequences: int, block_size: int = 16) -> list[Row]:
+    if full_sequences < 4:
+        raise SystemExit("--full-sequences must be at least 4: the last setup gets a quarter of the memory, "
+                         "which must hold one sequence of --max-model-len")
+    probe = Engine.from_pretrained(model, EngineConfig(max_num_seqs=1, max_model_len=max_model_len))
+    gen = torch.Generator().manual_seed(0)
+    vocab = probe.model.config.vocab_size
+    prompts = [torch.randint(3, vocab, (prompt_len,), generator=gen).tolist() for _ in range(num_requests)]
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    budget = full_sequences * max_model_len * bytes_per_token(probe.model.config, probe.model.dtype)
+    setups = [("reserved (slot per sequence)", EngineConfig(max_num_seqs=full_sequences, max_model_len=max_model_len,
+                                                            block_size=block_size, kv_cache_memory=budget)),
+              ("paged", EngineConfig(max_num_seqs=num_requests, max_model_len=max_model_len, block_size=block_size,
+                                     kv_cache_memory=budget)),
+              ("paged, 1/4 of the memory", EngineConfig(max_num_seqs=num_requests, max_model_len=max_model_len,
+                                                        block_size=block_size, kv_cache_memory=budget // 4))]
+    rows, first = [], None
+    for name, config in setups:
+        engine = Engine.from_pretrained(model, config)
+        engine.generate(prompts[:2], SamplingParams(max_tokens=2, temperature=0.0))  # warm-up
+        most = 0
+
+        def watch(_outputs):
+            nonlocal most
+            most = max(most, len(engine.scheduler.running))
+
+        start = time.perf_counter()
+        outputs = engine.generate(prompts, params, on_step=watch)
+        seconds = time.perf_counter() - start
+        tokens = [o.token_ids for o in outputs]
+        first = first or tokens
+        rows.append(Row(name, engine.cache.nbytes(), most, engine.scheduler.num_preemptions,
+                        sum(map(len, tokens)) / seconds, tokens == first))
+    return rows
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list]]:
+    base = rows[0].tokens_per_s
+    return (["setup", "cache MiB", "most running", "preemptions", "tok/s", "vs reserved", "same tokens"],
+            [[r.setup, f"{r.cache_bytes / 2**20:.1f}", r.most_running, r.preemptions, f"{r.tokens_per_s:.0f}",
+              f"{r.tokens_per_s / base:.2f}x", "yes" if r.same_tokens else "NO"] for r in rows])
