@@ -137,7 +137,7 @@ async def _drive(url: str, first: list[list[int]], second: list[list[int]], phas
         since = (await http.get(f"{url}/v1/switchyard/placement")).json().get("since_switch")
     if "current" in answer and answer["current"].get("fan_out") is not None:
         stale.predicted = answer["current"]["fan_out"]
-        after.predicted = answer["proposed"]["fan_out"]
+        after.predicted = answer["proposed" if answer["applied"] else "current"]["fan_out"]
     return phases, load.results, answer, since
 
 
