@@ -107,7 +107,8 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt window")
     p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
-    p.add_argument("--min-gain", type=float, default=0.0, help="the switch's threshold (1 - proposed / current fan-out)")
+    p.add_argument("--min-gain", type=float, default=0.0,
+                   help="the switch's threshold (1 - proposed / current busiest-group load, fan-out x imbalance)")
     p.add_argument("--window-tokens", type=int, default=8192, help="the router's window of recent routing")
     p.add_argument("--out", default="runs/bench-replace", help="folder for the fitted placement and a JSON record")
     p.set_defaults(func=run_replace)

@@ -36,7 +36,7 @@ MAX_BODY_BYTES = 8 << 20  # a placement of a DeepSeek-size model is a few MB of 
 class PlacementBody(_Body):
     dry_run: bool = True
     min_gain: float | None = Field(0.0, allow_inf_nan=False, description="apply only if 1 - proposed / current "
-                                                                          "fan-out is at least this; null: always")
+                                   "busiest-group load (fan-out x imbalance) is at least this; null: always")
     placement: dict[str, Any] | None = None
 
 

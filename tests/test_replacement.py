@@ -186,7 +186,8 @@ def test_a_dry_run_shows_the_current_and_proposed_numbers_and_applies_nothing(wi
     answer = response.json()
     assert answer["applied"] is False and answer["held_out"] is True
     assert 1.0 <= answer["proposed"]["fan_out"] <= 2.0 and 1.0 <= answer["current"]["imbalance"] <= 2.0
-    assert answer["gain"] == pytest.approx(1 - answer["proposed"]["fan_out"] / answer["current"]["fan_out"], abs=1e-3)
+    load = {side: answer[side]["fan_out"] * answer[side]["imbalance"] for side in ("current", "proposed")}
+    assert answer["gain"] == pytest.approx(1 - load["proposed"] / load["current"], abs=1e-3)
     proposed = json.loads(answer["placement"])
     assert proposed["num_groups"] == 2 and proposed["layers"] == list(LAYERS)
     table = format_answer(answer)

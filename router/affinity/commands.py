@@ -252,7 +252,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "placement on its recent routing and shows it against the current one")
     live.add_argument("--apply", action="store_true", help="apply it when the gain passes --min-gain (default: dry run)")
     live.add_argument("--min-gain", type=float, default=0.02,
-                      help="least relative fan-out drop, 1 - proposed / current, to apply (default 0.02)")
+                      help="least relative drop of the busiest group's load per token (fan-out x imbalance), "
+                           "1 - proposed / current, to apply (default 0.02)")
     live.add_argument("--force", action="store_true", help="apply whatever the gain (min_gain null)")
     live.add_argument("--placement", dest="explicit_placement", metavar="FILE",
                       help="propose this placement JSON instead of fitting one")

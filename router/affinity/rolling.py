@@ -12,8 +12,9 @@ those rows, `propose`:
    relabelling changes neither fan-out nor balance, only how many experts must move).
 
 Candidates: EPLB, the affinity partition and the shift-robust one (robust.py; needs 8+ sequences). The gain is
-the relative drop of fan-out, 1 - proposed / current; `worth_applying` checks it against the operator's
-threshold. Everything here is pure: arrays in, placements and numbers out.
+the relative drop of the busiest group's load per token, fan-out x imbalance / groups: a layer's step waits for
+its busiest group, so a placement that only evens the load out gains as surely as one that sends fewer
+messages (1 - proposed / current; `worth_applying` checks it against the operator's threshold). Everything here is pure: arrays in, placements and numbers out.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class PlacementScore:
     fan_out: float  # mean groups per token per MoE layer
     imbalance: float  # mean over layers of max / mean group load
 
+    @property
+    def busiest_load(self) -> float:
+        """Rows the busiest group gets per token, times the number of groups: fan-out x imbalance (the mean
+        group gets fan-out / groups of a token's rows, the busiest `imbalance` times that)."""
+        return self.fan_out * self.imbalance
+
     def to_dict(self) -> dict:
         return {"fan_out": round(self.fan_out, 4), "imbalance": round(self.imbalance, 4)}
 
@@ -63,8 +70,8 @@ class Proposal:
 
 
 def relative_gain(current: PlacementScore, proposed: PlacementScore) -> float:
-    """1 - proposed fan-out / current fan-out: 0.1 = a tenth fewer group messages per token."""
-    return 1.0 - proposed.fan_out / current.fan_out
+    """1 - proposed / current busiest-group load: 0.1 = the busiest group gets a tenth fewer rows a token."""
+    return 1.0 - proposed.busiest_load / current.busiest_load
 
 
 def worth_applying(current: PlacementScore, proposed: PlacementScore, min_gain: float | None) -> tuple[bool, str]:

@@ -63,6 +63,8 @@ def test_threshold():
     now, better = PlacementScore(2.0, 1.1), PlacementScore(1.8, 1.1)
     assert worth_applying(now, better, 0.05)[0] and not worth_applying(now, better, 0.2)[0]
     assert worth_applying(now, PlacementScore(2.5, 1.0), None)[0]  # null: the operator's call
+    # balance counts: the same fan-out with the busiest group a fifth lighter is a gain of 0.2
+    assert worth_applying(PlacementScore(2.0, 1.5), PlacementScore(2.0, 1.2), 0.19)[0]
     assert "below min_gain" in worth_applying(now, better, 0.2)[1]
 
 
