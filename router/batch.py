@@ -8,10 +8,21 @@ is built on the host and moved to the device in one copy: a step pays one transf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import torch
 
 from switchyard.router.kv_cache import BlockPool, scratch_block_tables
+
+
+class HostTokens(NamedTuple):
+    """The step's new tokens on the host, for what reads them there (trace recorder, routing window): on a
+    GPU, their copies from before the transfer, so reading them waits for nothing."""
+
+    token_ids: torch.Tensor  # [T]
+    positions: torch.Tensor  # [T]
+    new_lens: torch.Tensor  # [B]
 
 
 @dataclass
@@ -31,6 +42,7 @@ class StepBatch:
     # what it was built from, on the host: (new tokens, cached lengths, block tables), so that splitting it
     # reads nothing back from the device
     host_inputs: tuple[list[list[int]], list[int], list[list[int]]] | None = None
+    host: HostTokens | None = None  # the same tokens as token_ids, positions, new_lens, on the host
 
     @property
     def num_seqs(self) -> int:
@@ -62,15 +74,26 @@ class StepBatch:
             tables.extend([0] * (num_blocks - len(row)))  # past the sequence's end: masked out by attention
         T, B = len(token_ids), len(new_tokens)
         parts = [token_ids, positions, cached_lens, new_lens, padded, last, tables, slots]
+        sizes = [T, T, B, B, T, B, B * num_blocks, T]
         flat = torch.tensor([v for part in parts for v in part], dtype=torch.long)
+        host_token, host_pos, _, host_new = flat.split(sizes)[:4]
         if torch.device(device).type != "cpu":
             flat = flat.pin_memory().to(device, non_blocking=True) if torch.cuda.is_available() else flat.to(device)
-        token_t, pos_t, cached_t, new_t, padded_t, last_t, tables_t, slots_t = flat.split(
-            [T, T, B, B, T, B, B * num_blocks, T])
+        token_t, pos_t, cached_t, new_t, padded_t, last_t, tables_t, slots_t = flat.split(sizes)
         return cls(token_ids=token_t, positions=pos_t, cached_lens=cached_t, new_lens=new_t, padded_index=padded_t,
                    last_token_index=last_t, block_tables=tables_t.view(B, num_blocks), slot_mapping=slots_t,
                    block_size=block_size, max_new=max_new, max_total=max_total, seq_numbers=seq_numbers,
-                   host_inputs=(new_tokens, cached_lens, block_tables))
+                   host_inputs=(new_tokens, cached_lens, block_tables), host=HostTokens(host_token, host_pos, host_new))
+
+    @cached_property
+    def host_seq_numbers(self) -> torch.Tensor:
+        """[B] on the host: each sequence's Sequence.number (without numbers, its row)."""
+        return torch.tensor(self.seq_numbers) if self.seq_numbers is not None else torch.arange(self.num_seqs)
+
+    @cached_property
+    def token_seq_numbers(self) -> torch.Tensor:
+        """[T] on the host: the number of the sequence each new token belongs to."""
+        return torch.repeat_interleave(self.host_seq_numbers, self.host.new_lens)
 
     @classmethod
     def scratch_prefill(cls, prompts: list[list[int]], cache: BlockPool) -> "StepBatch":

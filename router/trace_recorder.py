@@ -105,13 +105,11 @@ class TraceRecorder:
         every layer of a step, so worked out once per step."""
         if self._step_cache is not None and self._step_cache[0] is batch:
             return self._step_cache[1]
-        numbers = torch.tensor(batch.seq_numbers) if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
-        new_lens, positions, token_ids = batch.new_lens.cpu(), batch.positions.cpu(), batch.token_ids.cpu()
-        token_seq = torch.repeat_interleave(numbers, new_lens)  # [T]
+        token_seq, (token_ids, positions, new_lens) = batch.token_seq_numbers, batch.host  # [T], on the host
         if self.sample_rate >= 1.0:
             result = (token_seq, positions, token_ids, None)
         else:
-            rows = torch.repeat_interleave(self.sampled(numbers), new_lens).nonzero().squeeze(1)
+            rows = torch.repeat_interleave(self.sampled(batch.host_seq_numbers), new_lens).nonzero().squeeze(1)
             result = (token_seq[rows], positions[rows], token_ids[rows], rows)
         self._step_cache = (batch, result)
         return result
@@ -165,13 +163,9 @@ class RoutingWindow:
         self._rows = 0
         self._count = 0
         self._lock = threading.Lock()
-        self._step_cache: tuple | None = None
 
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
-        if self._step_cache is None or self._step_cache[0] is not batch:  # the same for every layer of a step
-            numbers = torch.tensor(batch.seq_numbers) if batch.seq_numbers is not None else torch.arange(batch.num_seqs)
-            self._step_cache = (batch, torch.repeat_interleave(numbers, batch.new_lens.cpu()), batch.positions.cpu())
-        _, token_seq, positions = self._step_cache
+        token_seq, positions = batch.token_seq_numbers, batch.host.positions  # [T] each, on the host
         ids = routing.expert_ids.to("cpu", copy=True)  # on the host: the window outlives the step
         if bool((ids < 0).any()):
             ids = torch.where(ids >= 0, ids, ids[:, :1])

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from switchyard.configs.engine import EngineConfig
+from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.engine import Engine
 from switchyard.router.kv_cache import bytes_per_token
 from switchyard.router.sampling import SamplingParams
@@ -38,12 +39,11 @@ def run(model: Path, num_requests: int, prompt_len: int, max_tokens: int, max_mo
     if full_sequences < 4:
         raise SystemExit("--full-sequences must be at least 4: the last setup gets a quarter of the memory, "
                          "which must hold one sequence of --max-model-len")
-    probe = Engine.from_pretrained(model, EngineConfig(max_num_seqs=1, max_model_len=max_model_len))
+    config = Checkpoint.open(model).config
     gen = torch.Generator().manual_seed(0)
-    vocab = probe.model.config.vocab_size
-    prompts = [torch.randint(3, vocab, (prompt_len,), generator=gen).tolist() for _ in range(num_requests)]
+    prompts = [torch.randint(3, config.vocab_size, (prompt_len,), generator=gen).tolist() for _ in range(num_requests)]
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    budget = full_sequences * max_model_len * bytes_per_token(probe.model.config, probe.model.dtype)
+    budget = full_sequences * max_model_len * bytes_per_token(config, EngineConfig().torch_dtype)
     setups = [("reserved (slot per sequence)", EngineConfig(max_num_seqs=full_sequences, max_model_len=max_model_len,
                                                             block_size=block_size, kv_cache_memory=budget)),
               ("paged", EngineConfig(max_num_seqs=num_requests, max_model_len=max_model_len, block_size=block_size,
