@@ -10,11 +10,11 @@ from __future__ import annotations
 import uuid
 
 from ray.serve import Application
-
-from switchyard.cluster.autoscaling_policy import replicas_budget
-from switchyard.cluster import tracing
-from switchyard.cluster.expert_deployment import ExpertGroupDeployment
-from switchyard.cluster.router_deployment import RouterDeployment, plan_placement
+from switchyard.cluster.autoscaling.policy import replicas_budget
+from switchyard.cluster.deployments.expert_group import ExpertGroupDeployment
+from switchyard.cluster.deployments.router import RouterDeployment
+from switchyard.cluster.dispatch.placement_tables import load_placement
+from switchyard.cluster.observability import tracing
 from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.vllm_kernel import load_ops
@@ -27,7 +27,7 @@ def build_app(args: dict) -> Application:
         # here, naming the fix, rather than in every replica (a GPU cluster's head may have no GPU to check)
         load_ops()
     env = tracing.replica_env(config.telemetry.otlp_traces_endpoint)  # a bad OTEL_* protocol fails here
-    # One id per deployment: the registry keeps placement versions under it (cluster/registry.py), so a
+    # One id per deployment: the registry keeps placement versions under it (cluster/deployments/registry.py), so a
     # redeployed app starts from its own placement, not from a switch made on the one before.
     deploy_id = uuid.uuid4().hex
     bound_groups = []
@@ -48,7 +48,7 @@ def with_env(options: dict, env: dict[str, str]) -> dict:
 
 def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] | None = None,
                        deploy_id: str = "") -> list:
-    placement = plan_placement(config, ckpt)
+    placement = load_placement(config.placement, ckpt.config, config.num_groups)
     pool = config.expert_pool
     names = [config.group_deployment_name(g) for g in range(config.num_groups)]
     bound_groups = []
@@ -65,7 +65,7 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
 
 
 def group_policy(config: AppConfig, group: int) -> dict:
-    """The custom Serve autoscaling policy of one expert group (cluster/autoscaling_policy.py)."""
+    """The custom Serve autoscaling policy of one expert group (cluster/autoscaling/policy.py)."""
     auto = config.expert_pool.autoscaling
     budget = None
     if auto.max_cost_per_hour is not None:
@@ -74,4 +74,4 @@ def group_policy(config: AppConfig, group: int) -> dict:
     kwargs = {"group": group, "num_groups": config.num_groups, "target_utilization": auto.target_utilization,
               "hysteresis": auto.hysteresis, "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
               "capacity_rows_per_s": auto.capacity_rows_per_s, "budget_total": budget}
-    return {"policy_function": "switchyard.cluster.autoscaling_policy:ExpertGroupPolicy", "policy_kwargs": kwargs}
+    return {"policy_function": "switchyard.cluster.autoscaling.policy:ExpertGroupPolicy", "policy_kwargs": kwargs}

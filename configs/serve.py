@@ -38,7 +38,7 @@ class Autoscaling(_Strict):
 
 class ExpertAutoscaling(Autoscaling):
     """Autoscaling of each expert group on what its replicas really compute (busy share, rows/s), by the policy
-    in `cluster/autoscaling_policy.py`: the router's per-layer calls bypass Serve's request counts, so
+    in `cluster/autoscaling/policy.py`: the router's per-layer calls bypass Serve's request counts, so
     `target_ongoing_requests` would do nothing here and is refused. Defaults react in seconds on a local Ray;
     the Helm chart's values are a GPU cluster's."""
 

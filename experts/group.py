@@ -67,7 +67,7 @@ class ExpertGroup:
             out = expert_forward(hidden, local, request.weights, experts.w13, experts.w2)
         return ExpertResponse(request.layer, out.to(request.hidden.dtype))
 
-    # -- re-placement (cluster/replacement.py): a new group, built while this one keeps serving ---------------
+    # -- re-placement (cluster/replacement/replacer.py): a new group, built while this one keeps serving ---------------
     def with_experts(self, ckpt: Checkpoint, add: dict[int, list[int]], dtype: torch.dtype,
                      device: torch.device | str = "cpu") -> "ExpertGroup":
         """A group holding this group's experts and `add` ({layer: expert ids}), the new ones read from `ckpt`

@@ -25,7 +25,7 @@ class ExpertRequest:
     hidden: torch.Tensor  # [T, H] post-attention-norm hidden states
     expert_ids: torch.Tensor  # [T, k] int64 global expert ids; -1 where this group is not asked
     weights: torch.Tensor  # [T, k] float32 gate weights, matching expert_ids
-    trace: dict[str, str] | None = None  # W3C trace context of a sampled dispatch span (cluster/tracing.py)
+    trace: dict[str, str] | None = None  # W3C trace context of a sampled dispatch span (cluster/observability/tracing.py)
 
     def __reduce__(self):
         return _rebuild_request, (self.layer, *(_pack(t) for t in (self.hidden, self.expert_ids, self.weights)),

@@ -56,7 +56,7 @@ class AsyncEngine:
 
     def call_between_steps(self, fn) -> concurrent.futures.Future:
         """Run `fn()` on the engine thread after the step in progress and before the next one (a re-placement
-        switches the router's dispatch tables so, cluster/replacement.py); the future holds its result."""
+        switches the router's dispatch tables so, cluster/replacement/replacer.py); the future holds its result."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._inbox.put(("call", (fn, future)))
         self._wake.set()

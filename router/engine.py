@@ -132,36 +132,64 @@ class Engine:
             return []
         start = time.perf_counter()
         seqs = self._in_step = scheduled.seqs
-        batch = StepBatch.build([s.pending_tokens(n) for s, n in zip(seqs, scheduled.num_new_tokens)],
-                                [s.num_cached for s in seqs], [s.blocks for s in seqs], self.cache.block_size,
-                                [s.number for s in seqs], self.model.device)
-        # a prompt scored for `echo` needs the logits of all its tokens, not just the last
-        scoring = any(s.params.prompt_logprobs is not None and not s.prompt_done for s in seqs)
+        batch = self._build_batch(scheduled)
         traced = self.step_tracer(scheduled) if self.step_tracer is not None else None
         with torch.inference_mode(), traced or nullcontext():
-            logits = forward_step(self.model, self.experts, self.cache, batch, self.observer, all_logits=scoring,
-                                  micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)  # [B, V]
-            if scoring:  # [T, V] → [B, V]
-                logits = self._score_prompts(seqs, scheduled.num_new_tokens, batch, logits)
-            for seq, n in zip(seqs, scheduled.num_new_tokens):
-                seq.num_cached += n
-            # a prompt still being prefilled in chunks samples nothing until its last chunk
-            rows = [i for i, s in enumerate(seqs) if s.num_uncached == 0]
-            sampled = [seqs[i] for i in rows]
-            if len(rows) < len(seqs):
-                logits = logits[rows]
-            next_ids = sample(logits, [s.params for s in sampled], [s.generator for s in sampled],
-                              [s.output_ids for s in sampled],
-                              [s.prompt_ids for s in sampled]).tolist() if sampled else []
-            wanted = [i for i, s in enumerate(sampled) if s.params.logprobs is not None]
-            scored = {}
-            if wanted:  # indexing with an empty list still costs an op every step
-                scored = dict(zip(wanted, token_logprobs(logits[wanted], [next_ids[i] for i in wanted],
-                                                         [sampled[i].params.logprobs for i in wanted])))
+            logits = self._run_model(scheduled, batch)  # [B, V]: each sequence's last new token
+            sampled, logits = self._ready_to_sample(seqs, logits)
+            next_ids = self._sample(sampled, logits)
+            logprobs = self._logprobs(sampled, logits, next_ids)
         self._in_step = []
-        self.last_step = StepStats(scheduled.kind, len(seqs), scheduled.num_tokens, time.perf_counter() - start)
+        self._record(scheduled, time.perf_counter() - start)
+        return [self._postprocess(seq, token, logprobs.get(i)) for i, (seq, token) in enumerate(zip(sampled, next_ids))]
+
+    def _build_batch(self, scheduled) -> StepBatch:
+        seqs = scheduled.seqs
+        return StepBatch.build([s.pending_tokens(n) for s, n in zip(seqs, scheduled.num_new_tokens)],
+                               [s.num_cached for s in seqs], [s.blocks for s in seqs], self.cache.block_size,
+                               [s.number for s in seqs], self.model.device)
+
+    def _run_model(self, scheduled, batch: StepBatch) -> torch.Tensor:
+        """The forward pass over the step's new tokens; the cache then holds them. Returns logits [B, V]."""
+        seqs = scheduled.seqs
+        # a prompt scored for `echo` needs the logits of all its tokens, not just the last
+        scoring = any(s.params.prompt_logprobs is not None and not s.prompt_done for s in seqs)
+        logits = forward_step(self.model, self.experts, self.cache, batch, self.observer, all_logits=scoring,
+                              micro_batches=self.micro_batches, adaptive=self.config.adaptive_routing)
+        if scoring:  # [T, V] → [B, V]
+            logits = self._score_prompts(seqs, scheduled.num_new_tokens, batch, logits)
+        for seq, n in zip(seqs, scheduled.num_new_tokens):
+            seq.num_cached += n
+        return logits
+
+    @staticmethod
+    def _ready_to_sample(seqs: list[Sequence], logits: torch.Tensor) -> tuple[list[Sequence], torch.Tensor]:
+        """A prompt still being prefilled in chunks samples nothing until its last chunk: the sequences that
+        sample, and their logits [B', V]."""
+        rows = [i for i, s in enumerate(seqs) if s.num_uncached == 0]
+        if len(rows) == len(seqs):
+            return seqs, logits
+        return [seqs[i] for i in rows], logits[rows]
+
+    @staticmethod
+    def _sample(sampled: list[Sequence], logits: torch.Tensor) -> list[int]:
+        if not sampled:
+            return []
+        return sample(logits, [s.params for s in sampled], [s.generator for s in sampled],
+                      [s.output_ids for s in sampled], [s.prompt_ids for s in sampled]).tolist()
+
+    @staticmethod
+    def _logprobs(sampled: list[Sequence], logits: torch.Tensor, next_ids: list[int]) -> dict[int, TokenLogprob]:
+        """Row -> logprob of the sampled token (and the top ones), for the sequences that asked."""
+        wanted = [i for i, s in enumerate(sampled) if s.params.logprobs is not None]
+        if not wanted:  # indexing with an empty list still costs an op every step
+            return {}
+        return dict(zip(wanted, token_logprobs(logits[wanted], [next_ids[i] for i in wanted],
+                                               [sampled[i].params.logprobs for i in wanted])))
+
+    def _record(self, scheduled, seconds: float) -> None:
+        self.last_step = StepStats(scheduled.kind, len(scheduled.seqs), scheduled.num_tokens, seconds)
         self.step_log.append(self.last_step)
-        return [self._postprocess(seq, token, scored.get(i)) for i, (seq, token) in enumerate(zip(sampled, next_ids))]
 
     def _score_prompts(self, seqs: list[Sequence], counts: list[int], batch: StepBatch,
                        logits: torch.Tensor) -> torch.Tensor:

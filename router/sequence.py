@@ -40,7 +40,7 @@ class Sequence:
     prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)  # per prompt token (the first: None)
     emitted_logprobs: int = 0  # entries of `logprobs` already in an output
     emitted_prompt_logprobs: bool = False
-    trace: object | None = None  # the request's span context when it is traced (cluster/tracing.py)
+    trace: object | None = None  # the request's span context when it is traced (cluster/observability/tracing.py)
 
     def __post_init__(self) -> None:
         self.request_id = self.request_id or f"req-{self.number}"

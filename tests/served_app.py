@@ -2,7 +2,7 @@
 
 from contextlib import contextmanager
 
-from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine

@@ -7,10 +7,10 @@ import types
 import httpx
 import pytest
 
-from switchyard.cluster.api_keys import key_accepted, keys_from_env, resolve_api_keys
+from switchyard.cluster.api.keys import key_accepted, keys_from_env, resolve_api_keys
 from switchyard.cluster.cli import build_parser
-from switchyard.cluster.cli_serve import app_args
-from switchyard.cluster.openai_api import build_openai_app
+from switchyard.cluster.cli.serve import app_args
+from switchyard.cluster.api.openai_routes import build_openai_app
 from switchyard.configs.serve import AppConfig
 from served_app import served_app
 

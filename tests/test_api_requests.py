@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, lone_surrogate,
+from switchyard.cluster.api.requests import (ApiError, ChatRequest, CompletionRequest, lone_surrogate,
                                                  parse_body)
 
 MODEL = "m"

@@ -5,9 +5,9 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-from switchyard.cluster.autoscaling_policy import (ExpertGroupPolicy, GroupLoad, PolicySettings, ReplicaBudget,
+from switchyard.cluster.autoscaling.policy import (ExpertGroupPolicy, GroupLoad, PolicySettings, ReplicaBudget,
                                                    decide, replicas_budget, replicas_needed)
-from switchyard.cluster.load_meter import LoadMeter
+from switchyard.cluster.autoscaling.load_meter import LoadMeter
 
 SETTINGS = PolicySettings(target_utilization=0.5, hysteresis=0.2, min_replicas=1, max_replicas=4)
 
@@ -122,7 +122,7 @@ def test_load_meter_counts_rows_busy_share_and_calls_in_flight():
 
 
 def test_the_router_floor_grows_with_sequences_queued_behind_the_running_ones():
-    from switchyard.cluster.group_demand import GroupDemand, expected_rows_per_s
+    from switchyard.cluster.autoscaling.demand import GroupDemand, expected_rows_per_s
 
     assert expected_rows_per_s([100.0, 10.0], running=16, waiting=16) == [200.0, 20.0]
     assert expected_rows_per_s([100.0, 10.0], running=16, waiting=0) == [100.0, 10.0]

@@ -40,7 +40,7 @@ def test_bench_autoscale_workload_makes_number_tables_hot_on_group_0_and_counts_
 
 
 def test_bench_otel_measures_the_three_dispatch_hook_paths():
-    from switchyard.cluster import tracing
+    from switchyard.cluster.observability import tracing
     from switchyard.cluster.bench import otel
 
     rows = otel.run(repeats=2000)

@@ -6,7 +6,7 @@ from importlib import metadata
 import pytest
 
 from switchyard.cluster import cli
-from switchyard.cluster.cli_serve import app_args, ready_message
+from switchyard.cluster.cli.serve import app_args, ready_message
 from switchyard.configs.serve import AppConfig
 
 

@@ -112,10 +112,10 @@ def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve
 
 def replica_calls(app_name: str) -> dict[str, list[int]]:
     """Expert calls served by each replica of each group, asked of the replicas' actors themselves."""
-    from switchyard.cluster.registry import get_registry
+    from switchyard.cluster.deployments.registry import get_registry
 
     def calls(_actor) -> int:
-        from switchyard.cluster import expert_deployment
+        from switchyard.cluster.deployments import expert_group as expert_deployment
 
         return expert_deployment._SERVING.calls
 
@@ -186,7 +186,7 @@ def test_bad_request_on_the_cluster_leaves_a_good_one_alone(request, app):
 
 @pytest.mark.parametrize("app", ["two_groups", "two_groups_compiled"])
 def test_killing_a_group_replica_mid_request_ends_the_request_within_a_bound(request, app):
-    from switchyard.cluster.registry import get_registry
+    from switchyard.cluster.deployments.registry import get_registry
 
     two_groups = request.getfixturevalue(app)
     _, replicas = ray.get(get_registry(two_groups.name).snapshot.remote())

@@ -7,8 +7,8 @@ import pytest
 import ray
 import torch
 
-from switchyard.cluster.compiled_transport import CompiledGraphTransport
-from switchyard.cluster.registry import get_registry
+from switchyard.cluster.dispatch.compiled_graph import CompiledGraphTransport
+from switchyard.cluster.deployments.registry import get_registry
 from switchyard.experts.messages import ExpertRequest
 
 pytestmark = pytest.mark.ray
@@ -20,7 +20,7 @@ class FakeReplica:
     """Stands in for an expert-group replica: its 'experts' multiply the hidden states by `factor`."""
 
     def __init__(self, group: str, replica_id: str, factor: float):
-        from switchyard.cluster import expert_deployment
+        from switchyard.cluster.deployments import expert_group as expert_deployment
 
         class Server:
             calls = 0
@@ -36,7 +36,7 @@ class FakeReplica:
         ray.get(get_registry(APP).register.remote(group, replica_id, me))
 
     def calls(self) -> int:
-        from switchyard.cluster import expert_deployment
+        from switchyard.cluster.deployments import expert_group as expert_deployment
 
         return expert_deployment._SERVING.calls
 

@@ -1,4 +1,4 @@
-from switchyard.cluster.cost import cost_per_hour, cost_per_million_tokens
+from switchyard.cluster.autoscaling.cost import cost_per_hour, cost_per_million_tokens
 
 
 def test_cost_per_million_tokens():
@@ -10,7 +10,7 @@ def test_cost_per_million_tokens():
 
 
 def test_a_price_of_zero_is_not_priced_rather_than_free():
-    from switchyard.cluster.cost import cost_report
+    from switchyard.cluster.autoscaling.cost import cost_report
 
     free = cost_report(1, [2, 1], router_price=1.0, expert_price=0.0, tokens_per_second=100.0)
     assert free["priced"] is False and free["dollars_per_hour"] is None and free["cost_per_million_tokens"] is None

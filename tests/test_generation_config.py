@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from switchyard.cluster import cli
-from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
 from switchyard.configs.defaults import DEMO_MODEL_DIR
 from switchyard.configs.engine import EngineConfig
 from switchyard.configs.model import ConfigError

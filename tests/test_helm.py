@@ -340,7 +340,7 @@ def test_api_key_comes_from_a_secret_into_every_ray_container(rayservice_validat
 
 
 def test_the_otlp_traces_endpoint_value_reaches_every_replica(rayservice_validator):
-    from switchyard.cluster.tracing import replica_env
+    from switchyard.cluster.observability.tracing import replica_env
 
     url = "http://otel-collector.observability:4318"
     objects = render({"switchyard": {"telemetry": {"otlp_traces_endpoint": url}}})

@@ -12,7 +12,7 @@ import ray
 from ray import serve
 
 from switchyard.cluster.app import build_app
-from switchyard.cluster.registry import get_registry
+from switchyard.cluster.deployments.registry import get_registry
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.strategies import round_robin
@@ -147,7 +147,7 @@ def test_switch_under_concurrent_load(ray_serve, checkpoints, reference, transpo
                 time.sleep(0.5)
             assert fresh, "Serve did not replace the killed replica"
             def held_by(_actor) -> dict:  # defined here: Ray ships it by value (the test module is not importable)
-                from switchyard.cluster import expert_deployment
+                from switchyard.cluster.deployments import expert_group as expert_deployment
 
                 return {layer: sorted(ids) for layer, ids in expert_deployment._SERVING.group.held().items()}
 

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from switchyard.cluster.openai_api import ServedModel, build_openai_app
+from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine

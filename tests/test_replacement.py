@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from switchyard.cluster.expert_deployment import ExpertGroupServer
-from switchyard.cluster.openai_api import build_openai_app
-from switchyard.cluster.placement_api import PlacementService, add_placement_routes
-from switchyard.cluster.place_live import format_answer
+from switchyard.cluster.deployments.expert_group import ExpertGroupServer
+from switchyard.cluster.api.openai_routes import build_openai_app
+from switchyard.cluster.api.placement_routes import PlacementService, add_placement_routes
+from switchyard.cluster.cli.place_live import format_answer
 from switchyard.configs.engine import EngineConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
@@ -302,7 +302,7 @@ class _Replica:
         self.server = server
 
         async def ray_call(fn, *args):
-            from switchyard.cluster import expert_deployment
+            from switchyard.cluster.deployments import expert_group as expert_deployment
 
             expert_deployment._SERVING = self.server
             return fn(None, *args)
@@ -311,8 +311,8 @@ class _Replica:
 
 
 def _replacer(checkpoints, current, switched):
-    from switchyard.cluster.registry import ReplicaRegistry
-    from switchyard.cluster.replacement import Replacer
+    from switchyard.cluster.deployments.registry import ReplicaRegistry
+    from switchyard.cluster.replacement.replacer import Replacer
 
     registry = ReplicaRegistry.__ray_actor_class__()
     servers = [ExpertGroupServer(str(checkpoints["qwen3_moe"]), current.experts_of_group(g)) for g in range(2)]
@@ -332,7 +332,7 @@ def _replacer(checkpoints, current, switched):
 
 
 def test_a_switch_loads_switches_then_drops_and_a_failed_load_changes_nothing(checkpoints):
-    from switchyard.cluster.replacement import SwitchFailed
+    from switchyard.cluster.replacement.replacer import SwitchFailed
 
     current, new = contiguous(LAYERS, 8, 2), round_robin(LAYERS, 8, 2)
     switched = []

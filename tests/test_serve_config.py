@@ -8,8 +8,8 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from switchyard.cluster.cli_serve import load_app_args
-from switchyard.cluster.groups import GroupChooser, load_placement
+from switchyard.cluster.cli.serve import load_app_args
+from switchyard.cluster.dispatch.placement_tables import GroupChooser, load_placement
 from switchyard.router.affinity.strategies import round_robin
 from switchyard.configs.model import ConfigError
 from switchyard.configs.serve import AppConfig
@@ -85,7 +85,7 @@ def test_replicated_experts_go_to_a_group_the_token_already_uses(checkpoints, tm
 
 
 def test_dropped_experts_send_no_message(checkpoints):
-    from switchyard.cluster.remote_experts import RemoteExperts
+    from switchyard.cluster.dispatch.remote_experts import RemoteExperts
     from switchyard.experts.messages import ExpertResponse
     from switchyard.router.dense_model import Routing
 
@@ -127,7 +127,7 @@ def test_one_process_mode_refuses_settings_it_would_ignore(extra, named):
 
 def test_switchyard_serve_defaults_to_one_process_and_direct_ingress():
     from switchyard.cluster.cli import build_parser
-    from switchyard.cluster.cli_serve import app_args, direct_ingress_env
+    from switchyard.cluster.cli.serve import app_args, direct_ingress_env
 
     args = build_parser().parse_args(["serve"])
     assert AppConfig.model_validate(app_args(args)).num_groups == 0 and args.ingress == "direct"
@@ -141,7 +141,7 @@ def test_serve_shutdown_is_bounded_when_serve_hangs():
     import time
     import types
 
-    from switchyard.cluster.cli_serve import stop_serve
+    from switchyard.cluster.cli.serve import stop_serve
 
     release = threading.Event()
     hanging = types.SimpleNamespace(shutdown=lambda: release.wait(30))
@@ -154,7 +154,7 @@ def test_serve_shutdown_is_bounded_when_serve_hangs():
 
 def test_otlp_traces_endpoint_flag_sets_the_app_config():
     from switchyard.cluster.cli import build_parser
-    from switchyard.cluster.cli_serve import app_args
+    from switchyard.cluster.cli.serve import app_args
 
     args = build_parser().parse_args(["serve", "--otlp-traces-endpoint", "http://collector:4318"])
     assert AppConfig.model_validate(app_args(args)).telemetry.otlp_traces_endpoint == "http://collector:4318"
@@ -197,7 +197,7 @@ def test_kv_cache_settings_reach_the_engine_or_are_refused():
 
 def test_serve_flags_set_devices_and_the_kv_cache():
     from switchyard.cluster.cli import build_parser
-    from switchyard.cluster.cli_serve import app_args
+    from switchyard.cluster.cli.serve import app_args
 
     args = build_parser().parse_args(["serve", "--groups", "2", "--device", "cuda", "--expert-device", "cpu",
                                       "--kv-cache-memory", "512MiB", "--block-size", "8", "--dtype", "float16"])

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from switchyard.cluster.telemetry import RouterTelemetry
+from switchyard.cluster.observability.telemetry import RouterTelemetry
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine

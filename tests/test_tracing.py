@@ -12,12 +12,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from switchyard.cluster import tracing
-from switchyard.cluster.expert_deployment import ExpertGroupServer
-from switchyard.cluster.groups import GroupChooser, load_placement
-from switchyard.cluster.openai_api import ServedModel, build_openai_app
-from switchyard.cluster.remote_experts import RemoteExperts
-from switchyard.cluster.telemetry import RouterTelemetry
+from switchyard.cluster.observability import tracing
+from switchyard.cluster.deployments.expert_group import ExpertGroupServer
+from switchyard.cluster.dispatch.placement_tables import GroupChooser, load_placement
+from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
+from switchyard.cluster.dispatch.remote_experts import RemoteExperts
+from switchyard.cluster.observability.telemetry import RouterTelemetry
 from switchyard.configs.engine import EngineConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.async_engine import AsyncEngine

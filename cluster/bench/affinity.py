@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 from switchyard.cluster.bench.cluster import Setup, cluster
-from switchyard.cluster.cli_trace import text_chunks
+from switchyard.cluster.bench.table import format_table
+from switchyard.cluster.cli.trace import text_chunks
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.affinity.affinity_placement import affinity_placement
 from switchyard.router.affinity.matrix import fit_affinity
@@ -61,3 +62,30 @@ def run(model: Path, text: str, groups: int, batch: int, max_tokens: int, seq_le
             serve.shutdown()
             ray.shutdown()
     return rows
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench affinity` to the `bench` subparsers."""
+    p = benchmarks.add_parser("affinity", help="affinity vs contiguous placement on the served model, end to end")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", required=True, help="text to trace: the first windows fit, the rest are the load")
+    p.add_argument("--groups", type=int, default=4)
+    p.add_argument("--batch", type=int, default=32, help="held-out windows served at once")
+    p.add_argument("--fit-windows", type=int, default=256)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    print(f"model: {model}; {args.groups} groups; fit on {args.fit_windows} windows of {args.text}, "
+          f"serve {args.batch} held-out windows x {args.max_tokens} new tokens")
+    rows = run(model, args.text, args.groups, args.batch, args.max_tokens, args.seq_len, args.fit_windows,
+                        log_to_stderr)
+    print(format_table(["placement", "held-out fan-out", "imbalance", "served fan-out", "ms/step", "decode tok/s"],
+                       rows))
+    return 0

@@ -19,9 +19,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-from switchyard.cluster.bench.shifting_load import hot_placement, number_prompts, prose_prompts, routing_counts
-from switchyard.cluster.cli_serve import free_port
+from switchyard.cluster.bench.shifting_load import (
+    hot_placement,
+    number_prompts,
+    prose_prompts,
+    routing_counts,
+)
+from switchyard.cluster.bench.table import format_table
+from switchyard.cluster.cli.serve import free_port
 
 APP = "bench-autoscale"
 REPO = Path(__file__).resolve().parents[2]
@@ -159,11 +164,10 @@ def run_phase(url: str, setup: str, phase: Phase, max_tokens: int) -> PhaseResul
 def measured_capacity() -> float | None:
     """Rows per busy second over every expert replica since their last sample (their LoadMeters)."""
     import ray
-
-    from switchyard.cluster.registry import get_registry
+    from switchyard.cluster.deployments.registry import get_registry
 
     def sample(_actor):
-        from switchyard.cluster import expert_deployment
+        from switchyard.cluster.deployments import expert_group as expert_deployment
 
         return expert_deployment._SERVING.load.sample()
 
@@ -176,7 +180,6 @@ def measured_capacity() -> float | None:
 def run_setup(label: str, config: dict, phases: list[Phase], max_tokens: int,
               port: int, log, measure: bool = False) -> tuple[list[PhaseResult], float | None]:
     from ray import serve
-
     from switchyard.cluster.app import build_app
 
     log(f"{label}: deploying ...")
@@ -282,3 +285,52 @@ def _ms(seconds: float | None):
 PHASE_HEADERS = ["setup", "phase", "replicas g0 / g1 (mean, max)", "output tok/s", "p95 ITL ms", "replica-hours",
                  "$/1M tokens", "scale-up after", "errors"]
 TOTAL_HEADERS = ["setup", "output tok/s", "p95 ITL ms", "replica-hours", "$/1M tokens", "errors"]
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench autoscale` to the `bench` subparsers."""
+    p = benchmarks.add_parser("autoscale", help="shifting workload: autoscaled expert groups vs fixed at min and max",
+                         description="Prose, then number tables (different expert groups hot), then one request at "
+                                     "a time, served by 2 expert groups fixed at --max-replicas, fixed at "
+                                     "--min-replicas, and autoscaled between them; per phase replicas, tok/s, p95 "
+                                     "ITL, replica-hours, $/1M tokens and scale-up times.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", default=None, help="prose to serve (default: ../shared/data/corpus/wiki-sample.txt)")
+    p.add_argument("--min-replicas", type=int, default=1)
+    p.add_argument("--max-replicas", type=int, default=3)
+    p.add_argument("--phase-seconds", type=float, default=40.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--capacity", type=float, default=None,
+                   help="rows/s of one fully busy replica (default: measured in the fixed-at-min run's first phase)")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--router-price", type=float, default=1.2, help="$ per router replica-hour")
+    p.add_argument("--expert-price", type=float, default=3.0, help="$ per expert-group replica-hour")
+    p.add_argument("--out", default="runs/bench-autoscale", help="folder for the placement file")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    text = Path(args.text) if args.text else REPO.parent / "shared/data/corpus/wiki-sample.txt"
+    if not text.is_file():
+        raise SystemExit(f"switchyard bench autoscale: no prose at {text}; pass --text FILE")
+    if not 1 <= args.min_replicas < args.max_replicas:
+        raise SystemExit("switchyard bench autoscale: need 1 <= --min-replicas < --max-replicas")
+    prices = (args.router_price, args.expert_price)
+    print(f"model: {model}; 2 expert groups, {args.transport} transport; phases of {args.phase_seconds:.0f} s: prose "
+          f"({text.name}), number tables, one at a time; {args.concurrency} streams, {args.max_tokens} tokens each; "
+          f"prices ${prices[0]}/router and ${prices[1]}/expert replica-hour")
+    results, capacity = run(model, str(text), args.min_replicas, args.max_replicas, args.phase_seconds,
+                                      args.concurrency, args.max_tokens, args.capacity, prices, Path(args.out),
+                                      log_to_stderr, args.transport)
+    print(f"capacity used by the autoscaler: {capacity:.0f} rows per busy second" if capacity else
+          "capacity: measured live by the policy")
+    print(format_table(PHASE_HEADERS, phase_rows(results, prices)))
+    print(format_table(TOTAL_HEADERS, total_rows(results, prices)))
+    return 1 if any(r.errors for r in results) else 0

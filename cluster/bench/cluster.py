@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-
 from switchyard.cluster.bench.decode import decode_summary, greedy, time_round_trip
 from switchyard.cluster.bench.engine import random_prompts
+from switchyard.cluster.bench.table import format_table
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.engine import Engine
 
@@ -51,7 +51,6 @@ def single_process(model: Path, prompts, max_tokens: int, max_model_len: int, th
 def cluster(model: Path, setup: Setup, prompts, max_tokens: int, max_model_len: int, placement: str | None,
             log) -> dict:
     from ray import serve
-
     from switchyard.cluster.app import build_app
 
     name = f"bench-{setup.groups}-{setup.transport}-{setup.micro_batches}"
@@ -77,7 +76,6 @@ def run(model: Path, batch: int, max_tokens: int, prompt_len: int, setups: list[
         placement: str | None = None, threads: int = 2) -> list[list]:
     import ray
     from ray import serve
-
     from switchyard.experts.checkpoint import Checkpoint
 
     vocab = Checkpoint.open(model).config.vocab_size
@@ -97,3 +95,31 @@ def run(model: Path, batch: int, max_tokens: int, prompt_len: int, setups: list[
         serve.shutdown()
         ray.shutdown()
     return rows
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench cluster` to the `bench` subparsers."""
+    p = benchmarks.add_parser("cluster", help="single-process engine vs the cluster: groups x transports")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--groups", type=int, action="append", help="only these group counts")
+    p.add_argument("--transport", action="append", choices=["compiled", "actor", "handle"],
+                   help="only these transports")
+    p.add_argument("--router-threads", type=int, default=1, help="torch threads of the router replica")
+    p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from switchyard.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    setups = [replace(s, router_threads=args.router_threads) for s in DEFAULT_SETUPS
+              if (not args.groups or s.groups in args.groups) and (not args.transport or s.transport in args.transport)]
+    print(f"model: {model}; batch {args.batch}, {args.max_tokens} new tokens per sequence, greedy")
+    rows = run(model, args.batch, args.max_tokens, args.prompt_len, setups, log_to_stderr, args.placement)
+    print(format_table(["setup", "decode tok/s", "ms/step", "layer round trip ms", "fan-out", "vs single"], rows))
+    return 0

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import torch
-
 from switchyard.router.dense_model import DenseModel, Routing
 from switchyard.router.engine import StepStats
 from switchyard.router.sampling import SamplingParams

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
+from switchyard.cluster.bench.kernels import chosen_kernels, kernels_flag
+from switchyard.cluster.bench.table import format_table
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.engine import Engine
 from switchyard.router.sampling import SamplingParams
@@ -123,3 +124,40 @@ def table(rows: list[EngineBenchRow], kernels: list[str]) -> tuple[list[str], li
         line += [f"{r.identical[k]}/{r.batch}" for k in kernels]
         out.append(line)
     return headers, out
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench engine` to the `bench` subparsers."""
+    p = benchmarks.add_parser("engine", help="single-process engine (per expert kernel) vs transformers generate")
+    p.add_argument("--model", default=None, help="model folder (default: a random --preset model, made once "
+                                                 "with transformers and cached)")
+    p.add_argument("--preset", default="moe-64x8", choices=["moe-64x8", "moe-32x4"],
+                   help="66M-parameter Qwen3-MoE: 64 experts top-8 (fine-grained) or 32 experts top-4")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes (default: 1 and 32)")
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="both sides compute in this dtype (greedy tokens must match only in float32)")
+    kernels_flag(p)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench.models import bench_checkpoint
+    from switchyard.experts.checkpoint import Checkpoint
+
+    torch.set_num_threads(args.threads)
+    path = Path(args.model) if args.model else bench_checkpoint(args.preset)
+    cfg = Checkpoint.open(path).config
+    print(f"model: {path} ({cfg.family}, {cfg.num_parameters / 1e6:.1f}M parameters, {cfg.num_experts} experts "
+          f"top-{cfg.top_k}); {args.max_tokens} new tokens per sequence, greedy; {args.threads} threads; {args.dtype}")
+    kernels = chosen_kernels(args)
+    rows = run(path, args.batch or [1, 32], args.max_tokens, args.prompt_len, kernels, log_to_stderr,
+                      args.dtype)
+    print("decode tok/s (ratios: higher is faster for the first named)")
+    print(format_table(*table(rows, kernels)))
+    exact = all(n == r.batch for r in rows for n in r.identical.values())
+    return 0 if exact or args.dtype != "float32" else 1

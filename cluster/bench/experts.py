@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import torch
-
+from switchyard.cluster.bench.kernels import chosen_kernels, kernels_flag
+from switchyard.cluster.bench.table import format_table
 from switchyard.experts.compute import expert_forward
 from switchyard.experts.layout import LayerExperts
 
@@ -47,3 +48,26 @@ def run(kernels: list[str] = ("torch",), hidden: int = 384, inter: int = 192, nu
             row += [fused] + ([f"{min(grouped, padded, segmented) / fused:.2f}x"] if "torch" in kernels else [])
         rows.append(row)
     return headers, rows
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench experts` to the `bench` subparsers."""
+    p = benchmarks.add_parser("experts", help="expert kernels: torch's padded bmm vs per-expert GEMMs, and vLLM's op")
+    p.add_argument("--preset", default="moe-32x4", choices=["moe-64x8", "moe-32x4"],
+                   help="one MoE layer of this bench model's shape, random weights")
+    p.add_argument("--threads", type=int, default=2)
+    kernels_flag(p)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from switchyard.cluster.bench.models import PRESETS
+
+    torch.set_num_threads(args.threads)
+    kernels = chosen_kernels(args)
+    shape = PRESETS[args.preset]
+    print(f"one layer of {args.preset}: hidden {shape['hidden_size']}, intermediate {shape['moe_intermediate_size']}; "
+          f"ms per call, {args.threads} threads")
+    print(format_table(*run(kernels, shape["hidden_size"], shape["moe_intermediate_size"], shape["num_experts"],
+                            shape["num_experts_per_tok"])))
+    return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
+from switchyard.cluster.bench.table import format_table
 from switchyard.configs.engine import EngineConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.engine import Engine
@@ -75,3 +75,32 @@ def table(rows: list[Row]) -> tuple[list[str], list[list]]:
     return (["setup", "cache MiB", "most running", "preemptions", "tok/s", "vs reserved", "same tokens"],
             [[r.setup, f"{r.cache_bytes / 2**20:.1f}", r.most_running, r.preemptions, f"{r.tokens_per_s:.0f}",
               f"{r.tokens_per_s / base:.2f}x", "yes" if r.same_tokens else "NO"] for r in rows])
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench kv-cache` to the `bench` subparsers."""
+    p = benchmarks.add_parser("kv-cache", help="the paged KV cache at a fixed memory budget: sequences admitted, "
+                                          "preemptions and tok/s against a slot-per-sequence cache")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
+    p.add_argument("--max-model-len", type=int, default=1024)
+    p.add_argument("--full-sequences", type=int, default=8,
+                   help="the memory budget, in sequences of --max-model-len")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from switchyard.configs.defaults import resolve_model
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    print(f"model: {model}; {args.requests} requests of {args.prompt_len} + {args.max_tokens} tokens, greedy; "
+          f"memory for {args.full_sequences} sequences of {args.max_model_len} tokens; {args.threads} threads",
+          flush=True)
+    rows = run(model, args.requests, args.prompt_len, args.max_tokens, args.max_model_len,
+                        args.full_sequences)
+    print(format_table(*table(rows)))
+    return 0 if all(r.same_tokens for r in rows) else 1

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import timeit
 
-from switchyard.cluster import tracing
+from switchyard.cluster.bench.table import format_table
+from switchyard.cluster.observability import tracing
 
 
 def run(repeats: int = 200_000) -> list[list]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
 
     groups = {0: 2, 1: 2}
 
@@ -39,3 +42,16 @@ def run(repeats: int = 200_000) -> list[list]:
         tracing.use(was)
     return [["tracing off", off * 1e6], ["on, step not sampled", unsampled * 1e6],
             ["on, sampled layer (span + carrier + end)", sampled * 1e6]]
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench otel` to the `bench` subparsers."""
+    p = benchmarks.add_parser("otel", help="per-layer cost of the OpenTelemetry dispatch hooks: off, unsampled, sampled")
+    p.add_argument("--repeats", type=int, default=200_000)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+
+    print(format_table(["per MoE layer", "us"], run(args.repeats)))
+    return 0

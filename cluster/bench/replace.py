@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-from switchyard.cluster.cli_serve import free_port
+from switchyard.cluster.bench.table import format_table
+from switchyard.cluster.cli.serve import free_port
 
 APP = "bench-replace"
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +146,6 @@ def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: 
         initial: str = "affinity"):
     import ray
     from ray import serve
-
     from switchyard.cluster.app import build_app
     from switchyard.router.tokenizer import Tokenizer
 
@@ -251,3 +250,56 @@ def answer_layers(answer: dict) -> list:
 def to_json(phases, results, steps, answer, since) -> str:
     return json.dumps({"phases": [vars(p) for p in phases], "answer": answer, "since_switch": since,
                        "requests": len(results), "steps": len(steps)}, indent=1, default=str)
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench replace` to the `bench` subparsers."""
+    p = benchmarks.add_parser("replace", help="re-placement while serving, on traffic that moves from one corpus to the other",
+                         description="Serve the model with groups placed by affinity on one corpus, stream windows of "
+                                     "it, then of the other, re-place while streaming (POST /v1/switchyard/placement, "
+                                     "fitted on the router's recent routing), stream on; per phase steps, step time, "
+                                     "tok/s and fan-out, recorded and predicted.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--groups", type=int, default=4)
+    p.add_argument("--first", default="wiki", choices=["wiki", "news"], help="the corpus the traffic starts with")
+    p.add_argument("--initial", default="affinity", choices=["affinity", "contiguous"],
+                   help="the placement served first: affinity fitted on --first, or the contiguous split")
+    p.add_argument("--phase-seconds", type=float, default=30.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt window")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--min-gain", type=float, default=0.0,
+                   help="the switch's threshold (1 - proposed / current busiest-group load, fan-out x imbalance)")
+    p.add_argument("--window-tokens", type=int, default=8192, help="the router's window of recent routing")
+    p.add_argument("--out", default="runs/bench-replace", help="folder for the fitted placement and a JSON record")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model)
+    missing = [str(p) for p in CORPORA.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"switchyard bench replace: no corpus at {', '.join(missing)} (../shared/data)")
+    second = "news" if args.first == "wiki" else "wiki"
+    initial = f"placement fitted on {args.first}" if args.initial == "affinity" else "contiguous placement"
+    print(f"model: {model}; {args.groups} expert groups, {args.transport} transport; {initial}, traffic "
+          f"{args.first} then {second}; {args.concurrency} clients, windows of "
+          f"{args.prompt_len} tokens, {args.max_tokens} greedy tokens each; phases of {args.phase_seconds:.0f} s")
+    phases, results, steps, answer, since = run(model, args.groups, args.phase_seconds, args.concurrency,
+                                                      args.max_tokens, args.prompt_len, args.transport, args.min_gain,
+                                                      args.window_tokens, args.first, Path(args.out), log_to_stderr,
+                                                      args.initial)
+    print(format_table(HEADERS, phase_rows(phases, results, steps)))
+    for line in summary(answer, since):
+        print(line)
+    repeated, changed = greedy_mismatches(results)
+    print(f"greedy outputs: {repeated} prompts answered more than once, {changed} of them differently")
+    Path(args.out, "result.json").write_text(to_json(phases, results, steps, answer, since))
+    failed = sum(1 for r in results if r[3] is None)
+    return 1 if failed or changed else 0

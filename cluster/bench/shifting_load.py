@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from switchyard.router.affinity.placement import Placement
 
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from switchyard.router.affinity.commands import main, register
+from switchyard.cluster.cli import affinity, place
+from switchyard.cluster.cli.main import main
 from switchyard.router.affinity.matrix import AffinityMatrix
 from switchyard.router.affinity.placement import Placement
 from switchyard.router.affinity.synthetic import synthetic_trace
@@ -73,6 +74,8 @@ def test_bad_input_is_a_clean_error(traces, capsys):
 
 def test_register_mounts_on_another_cli():
     parser = argparse.ArgumentParser(prog="switchyard")
-    register(parser.add_subparsers(dest="command"))
+    subparsers = parser.add_subparsers(dest="command")
+    affinity.register(subparsers)
+    place.register(subparsers)
     args = parser.parse_args(["place", "--traces", "t.parquet", "--groups", "8", "--replicas", "8"])
     assert (args.groups, args.replicas, args.fit, callable(args.func)) == (8, 8, None, True)

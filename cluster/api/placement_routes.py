@@ -5,7 +5,7 @@
     POST  {"dry_run": true, "min_gain": 0.0, "placement": null}
           fits a placement on the window (router/affinity/rolling.py), or takes `placement` (the JSON of
           `switchyard place -o`), and answers the current and the proposed placement's predicted fan-out and
-          imbalance; unless `dry_run`, applies it (cluster/replacement.py) when its gain passes `min_gain`
+          imbalance; unless `dry_run`, applies it (cluster/replacement/replacer.py) when its gain passes `min_gain`
           (null: whatever the gain)
 
 Plain FastAPI with no Ray in it: the router deployment gives the service its pieces, tests give their own.
@@ -22,9 +22,9 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from pydantic import Field
 
-from switchyard.cluster.openai_requests import ApiError, _Body, parse_body
-from switchyard.cluster.registry import PlacementConflict
-from switchyard.cluster.replacement import Replacer, SwitchFailed
+from switchyard.cluster.api.requests import ApiError, _Body, parse_body
+from switchyard.cluster.deployments.registry import PlacementConflict
+from switchyard.cluster.replacement.replacer import Replacer, SwitchFailed
 from switchyard.router.affinity.metrics import evaluate_placement
 from switchyard.router.affinity.placement import Placement, PlacementError
 from switchyard.router.affinity.rolling import check_compatible, compare, propose, replayed_fan_out, worth_applying

@@ -26,8 +26,8 @@ from typing import Protocol
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from switchyard.cluster.expert_deployment import call_group
-from switchyard.cluster.registry import LiveReplicas
+from switchyard.cluster.deployments.expert_group import call_group
+from switchyard.cluster.deployments.registry import LiveReplicas
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 

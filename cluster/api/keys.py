@@ -17,7 +17,7 @@ import json
 import os
 from typing import Iterable
 
-from switchyard.cluster.openai_requests import ApiError
+from switchyard.cluster.api.requests import ApiError
 
 ENV = "SWITCHYARD_API_KEY"
 

@@ -4,7 +4,7 @@ Each expert-group replica registers its own actor handle when it starts and leav
 router's direct-call transports follow the replica set as autoscaling grows and shrinks it. A replica that
 dies without leaving is dropped by the router on its first failed call (`LiveReplicas.mark_dead`).
 
-It also holds the app's placement, versioned, for re-placement while serving (cluster/replacement.py). Version
+It also holds the app's placement, versioned, for re-placement while serving (cluster/replacement/replacer.py). Version
 0 is the placement the app was deployed with (the replicas' bound assignment); a switch to version w first
 sets a target: from then on a replica may join only holding the experts of both the current and the target
 version (`register_holding` says what it lacks), so whatever starts during a switch can serve either; the

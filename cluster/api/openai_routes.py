@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from switchyard.cluster.openai_requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
+from switchyard.cluster.api.requests import (ApiError, ChatRequest, CompletionRequest, CommonRequest, parse_body,
                                                  validation_error)
-from switchyard.cluster.api_keys import ApiKeyAuth
-from switchyard.cluster.openai_choices import close, make_job, respond, start, stream
-from switchyard.cluster import tracing
+from switchyard.cluster.api.keys import ApiKeyAuth
+from switchyard.cluster.api.choices import close, make_job, respond, start, stream
+from switchyard.cluster.observability import tracing
 from switchyard.router.async_engine import AsyncEngine
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class _Watch:
 # -- the app ----------------------------------------------------------------------------------------------
 def build_openai_app(title: str = "Switchyard") -> FastAPI:
     app = FastAPI(title=title)
-    app.state.api_keys = ()  # set by the server (cluster/api_keys.py); empty: no key needed
+    app.state.api_keys = ()  # set by the server (cluster/api/keys.py); empty: no key needed
     app.add_middleware(ApiKeyAuth)
 
     @app.exception_handler(ApiError)

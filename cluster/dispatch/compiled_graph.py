@@ -31,9 +31,9 @@ import torch
 from ray.dag import InputNode, MultiOutputNode
 from ray.exceptions import RayActorError, RayTaskError
 
-from switchyard.cluster.expert_deployment import call_group
-from switchyard.cluster.registry import LiveReplicas
-from switchyard.cluster.transport import ExpertGroupUnavailable
+from switchyard.cluster.deployments.expert_group import call_group
+from switchyard.cluster.deployments.registry import LiveReplicas
+from switchyard.cluster.dispatch.transport import ExpertGroupUnavailable
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ Both count in the replica's `LoadMeter`, which `record_autoscaling_stats` report
 (`autoscaling_policy.py` decides from it). A replica that Serve stops leaves the registry first, then waits
 for the router to stop calling it (its graph rebuilt without it) and for its calls in flight to finish.
 
-Re-placement while serving (cluster/replacement.py): `change_experts` loads or drops experts on a background
+Re-placement while serving (cluster/replacement/replacer.py): `change_experts` loads or drops experts on a background
 thread, building a new `ExpertGroup` while the old one serves, then swaps the one reference `forward` reads.
 A replica that starts joins the registry holding what the registry's placement versions need now.
 """
@@ -28,10 +28,10 @@ import ray
 import torch
 from ray import serve
 
-from switchyard.cluster import tracing
-from switchyard.cluster.load_meter import LoadMeter
-from switchyard.cluster.registry import assignment_for, get_registry
-from switchyard.cluster.telemetry import GroupTelemetry
+from switchyard.cluster.observability import tracing
+from switchyard.cluster.autoscaling.load_meter import LoadMeter
+from switchyard.cluster.deployments.registry import assignment_for, get_registry
+from switchyard.cluster.observability.telemetry import GroupTelemetry
 from switchyard.configs.engine import resolve_dtype
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.experts.group import ExpertGroup
@@ -168,7 +168,7 @@ class ExpertGroupDeployment(ExpertGroupServer):
         self.telemetry = GroupTelemetry.if_exported(app_name, group_name)
         # Serve ships this class by value (the module attribute is the Deployment, not the class), so a
         # `global` statement here would write to a copy; set the slot on the real module.
-        import switchyard.cluster.expert_deployment as this_module
+        import switchyard.cluster.deployments.expert_group as this_module
 
         this_module._SERVING = self
         self.group_name = group_name

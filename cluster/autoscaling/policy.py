@@ -112,7 +112,7 @@ def peer_replicas(metrics: dict[str, dict], num_groups: int, fallback: int) -> l
 
 
 class ExpertGroupPolicy:
-    """`AutoscalingPolicy(policy_function="switchyard.cluster.autoscaling_policy:ExpertGroupPolicy",
+    """`AutoscalingPolicy(policy_function="switchyard.cluster.autoscaling.policy:ExpertGroupPolicy",
     policy_kwargs=...)`: instantiated once per deployment by Serve's controller, called every tick. It must not
     block (it runs in the controller's event loop): it reads the context and computes, nothing more."""
 

@@ -34,7 +34,7 @@ def text_chunks(tokenizer, path: str, seq_len: int, num_seqs: int) -> list[list[
 
 def run(args) -> int:
     from switchyard.configs.defaults import resolve_model
-    from switchyard.cluster.cli_engine import engine_config
+    from switchyard.cluster.cli.engine_flags import engine_config
     from switchyard.router.engine import Engine
     from switchyard.router.sampling import SamplingParams
     from switchyard.router.trace_recorder import record_generation

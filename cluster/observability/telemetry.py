@@ -1,11 +1,11 @@
 """Router metrics through OpenTelemetry, exported in Prometheus format at the router's `/metrics`, and over
-OTLP when an endpoint is set for metrics (cluster/tracing.py reads the standard variables).
+OTLP when an endpoint is set for metrics (cluster/observability/tracing.py reads the standard variables).
 
 Instruments: the GenAI semantic conventions' server metrics (request duration, time to first token, time per
 output token, token usage by type) with their units and bucket boundaries; generated tokens, step time by
 kind, running and waiting requests, expert-dispatch fan-out (groups per token per MoE layer), tokens sent to
 each group (per-group load), per-layer dispatch time, replicas per pool, and the live cost of the replicas now
-deployed ($/hour, output tokens/s, $ per million tokens; `cluster/cost.py`, absent while a pool is not
+deployed ($/hour, output tokens/s, $ per million tokens; `cluster/autoscaling/cost.py`, absent while a pool is not
 priced). docs/operations.md (Telemetry) lists every name.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Protocol
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-from switchyard.cluster import tracing
-from switchyard.cluster.cost import cost_report
+from switchyard.cluster.autoscaling.cost import cost_report
+from switchyard.cluster.observability import tracing
 
 # Bucket boundaries the GenAI semantic conventions give for each histogram.
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
@@ -35,6 +35,32 @@ ROUTER_HISTOGRAMS = [  # (name, unit, description, bucket boundaries)
     ("gen_ai.server.token.usage", "{token}", "tokens per request, by gen_ai.token.type", TOKEN_BUCKETS),
     ("switchyard_dispatch_seconds", "s", "one MoE layer's dispatch, from send to combine", DISPATCH_BUCKETS),
 ]
+
+
+class RouterGauges(Protocol):
+    """What the router's gauges read from the deployment, on the scraping thread: snapshots, never locks."""
+
+    def replica_counts(self) -> tuple[int, list[int]]:
+        """(router replicas, replicas of each expert group)."""
+
+    def queue_lengths(self) -> tuple[int, int]:
+        """(running, waiting) requests."""
+
+    def kv_cache_stats(self) -> dict:
+        """At least `usage` (0 to 1) and `preemptions`."""
+
+
+class NoGauges:
+    """Before the router has an engine: one router, no groups, nothing queued, an empty cache."""
+
+    def replica_counts(self) -> tuple[int, list[int]]:
+        return 1, []
+
+    def queue_lengths(self) -> tuple[int, int]:
+        return 0, 0
+
+    def kv_cache_stats(self) -> dict:
+        return {"usage": 0.0, "preemptions": 0}
 
 
 class RouterTelemetry:
@@ -82,9 +108,7 @@ class RouterTelemetry:
         meter.create_observable_gauge("switchyard_replicas", callbacks=[self._observe_replicas],
                                       unit="{replica}", description="replicas of each pool (router, expert groups)")
         self.router_price, self.expert_price = router_price, expert_price
-        self.replicas = lambda: (1, [])  # set by the router: (router replicas, replicas per expert group)
-        self.queue_lengths = lambda: (0, 0)  # set by the router: (running, waiting) requests
-        self.kv_cache = lambda: {"usage": 0.0, "preemptions": 0}  # set by the router
+        self.gauges: RouterGauges = NoGauges()  # the router deployment, once its engine exists
         self._recent: deque[tuple[float, int]] = deque()
         # The engine thread writes the window while the HTTP thread (/metrics, stats, the cost gauge) reads
         # it: iterating a deque that another thread appends to raises "deque mutated during iteration".
@@ -139,7 +163,7 @@ class RouterTelemetry:
         return sum(n for _, n in recent) / span
 
     def cost(self) -> dict:
-        router, experts = self.replicas()
+        router, experts = self.gauges.replica_counts()
         return cost_report(router, experts, self.router_price, self.expert_price, self.tokens_per_second())
 
     def _observe(self, key: str):
@@ -153,7 +177,7 @@ class RouterTelemetry:
     def _observe_requests(self, _options):
         from opentelemetry.metrics import Observation
 
-        running, waiting = self.queue_lengths()
+        running, waiting = self.gauges.queue_lengths()
         return [Observation(running, {**self.attrs, "state": "running"}),
                 Observation(waiting, {**self.attrs, "state": "waiting"})]
 
@@ -161,13 +185,13 @@ class RouterTelemetry:
         def callback(_options):
             from opentelemetry.metrics import Observation
 
-            return [Observation(self.kv_cache()[key], self.attrs)]
+            return [Observation(self.gauges.kv_cache_stats()[key], self.attrs)]
         return callback
 
     def _observe_replicas(self, _options):
         from opentelemetry.metrics import Observation
 
-        router, experts = self.replicas()
+        router, experts = self.gauges.replica_counts()
         return [Observation(router, {**self.attrs, "pool": "router"})] + [
             Observation(n, {**self.attrs, "pool": f"group-{g}"}) for g, n in enumerate(experts)]
 

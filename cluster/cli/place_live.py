@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from switchyard.cluster.api_keys import ENV
+from switchyard.cluster.api.keys import ENV
 
 
 def placement_request(args: argparse.Namespace) -> dict:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from switchyard.cluster import tracing
-from switchyard.cluster.transport import ExpertTransport
+from switchyard.cluster.observability import tracing
+from switchyard.cluster.dispatch.transport import ExpertTransport
 from switchyard.experts.messages import ExpertRequest
 from switchyard.router.dense_model import Routing
 
@@ -27,6 +27,10 @@ class DispatchStats:
     def fan_out(self) -> float:
         return self.group_messages / max(1, self.token_layers)
 
+    def dispatch_counters(self) -> tuple[int, int]:
+        """(group messages, token layers) so far: what re-placement compares since a switch."""
+        return self.group_messages, self.token_layers
+
 
 class RemoteExperts:
     def __init__(self, choose_groups, transport: ExpertTransport, num_groups: int, on_dispatch=None,
@@ -39,6 +43,10 @@ class RemoteExperts:
         self.on_dispatch = on_dispatch
         self.on_layer_done = on_layer_done
         self.stats = DispatchStats(tokens_per_group=[0] * num_groups)
+
+    def use_placement(self, choose_groups) -> None:
+        """Route by a new placement from the next layer on; called on the engine thread, between two steps."""
+        self.choose_groups = choose_groups
 
     def submit(self, layer: int, hidden: torch.Tensor, routing: Routing):
         device = hidden.device

@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from switchyard.cluster.openai_logprobs import (Decode, chat_logprobs, completion_logprobs, text_length,
+from switchyard.cluster.api.logprobs import (Decode, chat_logprobs, completion_logprobs, text_length,
                                                  token_decoder)
-from switchyard.cluster.openai_requests import INT64, ApiError, ChatRequest, CommonRequest
+from switchyard.cluster.api.requests import INT64, ApiError, ChatRequest, CommonRequest
 from switchyard.router.async_engine import AsyncEngine, OutputStream
 from switchyard.router.generation_config import sampling_params as with_defaults
 from switchyard.router.sampling import InvalidParameter, SamplingParams

@@ -7,7 +7,7 @@ import sys
 import time
 
 from switchyard.configs.defaults import resolve_model
-from switchyard.cluster.cli_engine import engine_config
+from switchyard.cluster.cli.engine_flags import engine_config
 from switchyard.configs.model import ConfigError
 from switchyard.router.generation_config import load_sampling_defaults, sampling_params
 from switchyard.router.sampling import InvalidParameter

@@ -1,6 +1,6 @@
 """The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`.
 
-Flags follow `vllm serve` where they mean the same thing (cluster/cli_engine.py).
+Flags follow `vllm serve` where they mean the same thing (cluster/cli/engine_flags.py).
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ import argparse
 import sys
 from importlib import metadata
 
-from switchyard.cluster import cli_bench, cli_generate, cli_serve, cli_trace
-from switchyard.cluster.cli_engine import engine_flags
-from switchyard.router.affinity import commands as affinity_commands
+from switchyard.cluster.cli import affinity, bench, generate, place, serve, trace
+from switchyard.cluster.cli.engine_flags import engine_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description="Serve Mixture-of-Experts models on Ray.")
     parser.add_argument("--version", action="version", version=f"switchyard {metadata.version('switchyard')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (cli_generate, cli_serve, cli_bench, cli_trace):
+    for command in (generate, serve, bench, trace):
         command.register(sub, engine_flags)
-    affinity_commands.register(sub)  # `affinity fit|plot|predict`, `place`
+    affinity.register(sub)  # `affinity fit|plot|predict`
+    place.register(sub)
     return parser
 
 

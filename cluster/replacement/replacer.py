@@ -1,9 +1,9 @@
 """Applying a new placement while the app serves: load, switch between two steps, drop. Nothing stops.
 
     1. begin   the registry's target becomes the new version: a replica that starts from now on joins only
-               holding the experts of both versions (cluster/registry.py), so it can serve either;
+               holding the experts of both versions (cluster/deployments/registry.py), so it can serve either;
     2. load    every registered replica of every group loads the experts the new placement gives its group
-               and it lacks, on a thread of its own while it keeps serving (expert_deployment.change_experts);
+               and it lacks, on a thread of its own while it keeps serving (deployments/expert_group.py change_experts);
                the router polls until all are done;
     3. switch  between two engine steps (AsyncEngine.call_between_steps) the router's dispatch tables become
                the new placement's; every replica holds both versions' experts, so the steps before and after
@@ -14,7 +14,7 @@ A failure in 1-2 (a replica that cannot load, past the deadline) aborts: the tab
 goes back to the old version and the extras are dropped. From 3 on nothing can fail a request: a replica that
 fails to drop only holds more memory. A replica that dies during a switch is left out (Serve starts another,
 which loads what the registry says). One router replica only: with several, each would have to switch its own
-tables before the commit (refused at the endpoint, cluster/placement_api.py).
+tables before the commit (refused at the endpoint, cluster/api/placement_routes.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 
 from ray.exceptions import RayActorError
 
-from switchyard.cluster.expert_deployment import change_experts, change_status
-from switchyard.cluster.registry import PlacementState
+from switchyard.cluster.deployments.expert_group import change_experts, change_status
+from switchyard.cluster.deployments.registry import PlacementState
 from switchyard.router.affinity.placement import Placement
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from switchyard.cluster.cli_engine import device_flags
+from switchyard.cluster.cli.engine_flags import device_flags
 
 
 def register(sub, engine_flags) -> None:
@@ -192,8 +192,8 @@ def run(args) -> int:
     from pydantic import ValidationError
     from ray import serve
 
-    from switchyard.cluster.api_keys import resolve_api_keys
-    from switchyard.cluster import tracing
+    from switchyard.cluster.api.keys import resolve_api_keys
+    from switchyard.cluster.observability import tracing
     from switchyard.cluster.app import build_app
     from switchyard.configs.model import ConfigError
     from switchyard.configs.serve import AppConfig

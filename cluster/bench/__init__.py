@@ -1,0 +1,1 @@
+"""One file a benchmark; each registers its own `switchyard bench` subcommand (`register`, `main`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from switchyard.cluster.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics (OpenTelemetry, exported for Prometheus and over OTLP) and traces."""
