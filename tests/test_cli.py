@@ -6,7 +6,7 @@ from importlib import metadata
 import pytest
 
 from switchyard.cluster import cli
-from switchyard.cluster.cli.serve import app_args, ready_message
+from switchyard.cluster.cli.serve import app_args, describe_dashboard, ready_message
 from switchyard.configs.serve import AppConfig
 
 
@@ -45,6 +45,18 @@ def test_serve_ready_message_expert_groups():
     assert fields["transport"] == "direct actor calls"
     assert fields["ingress"] == "through Serve's HTTP proxy"
     assert fields["sampling"].startswith("OpenAI's defaults")
+
+
+def test_serve_ready_message_says_where_rays_dashboard_is_only_when_started():
+    plain = serve_args()
+    assert "dashboard" not in lines_of(ready_message(AppConfig.model_validate(app_args(plain)), plain, {}))
+    args = serve_args("--dashboard", "--dashboard-host", "0.0.0.0", "--dashboard-port", "9265")
+    config = AppConfig.model_validate(app_args(args))
+    with_token = lines_of(ready_message(config, args, {}, dashboard=describe_dashboard(args, token_auth=True)))
+    assert with_token["dashboard"].startswith("http://0.0.0.0:9265 ") and "ray get-auth-token" in with_token["dashboard"]
+    open_one = lines_of(ready_message(config, args, {}, dashboard=describe_dashboard(args, token_auth=False)))
+    assert open_one["dashboard"] == "http://0.0.0.0:9265"
+    assert (plain.dashboard, plain.dashboard_host, plain.dashboard_port) == (False, "127.0.0.1", 8265)
 
 
 def test_generate_on_a_gpu_that_is_not_there_fails_in_one_line(capsys, monkeypatch):

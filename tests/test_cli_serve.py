@@ -1,4 +1,5 @@
-"""`switchyard serve` as a user runs it: its own local Ray, the built-in model, the printed URL, Ctrl-C."""
+"""`switchyard serve` as a user runs it: its own local Ray (with Ray's dashboard), the built-in model, the printed URL,
+Ctrl-C."""
 
 import os
 import signal
@@ -20,12 +21,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_rays_dashboard(lines: list[str], port: int) -> None:
+    """`--dashboard`: the banner says where Ray's dashboard is, and its Serve API lists the app (with Ray's token,
+    as `ray get-auth-token` prints it, where the cluster has token auth on)."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    (line,) = [line for line in lines if line.startswith("  dashboard  ")]
+    assert f"http://127.0.0.1:{port}" in line
+    loader = AuthenticationTokenLoader.instance()
+    token = loader.get_raw_token(ignore_auth_mode=True) if loader.has_token(ignore_auth_mode=True) else None
+    if "token auth is on" in line:
+        assert httpx.get(f"http://127.0.0.1:{port}/api/serve/applications/", timeout=60).status_code == 401
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(f"http://127.0.0.1:{port}/api/serve/applications/", timeout=60, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["applications"]["switchyard"]["status"] == "RUNNING"
+
+
 def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["SWITCHYARD_API_KEY"] = "key-from-env"  # the replica reads it: keys from both places work
     proc = subprocess.Popen([sys.executable, "-m", "switchyard.cluster.cli", "serve", "--port", str(port),
-                             "--num-cpus", "6", "--api-key", "key-from-flag"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             "--num-cpus", "6", "--api-key", "key-from-flag",
+                             "--dashboard", "--dashboard-port", str(dashboard_port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -55,6 +74,7 @@ def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
         assert r.json()["usage"]["completion_tokens"] == 8
         models = httpx.get(f"{base}/v1/models", timeout=60, headers={"Authorization": "Bearer key-from-env"})
         assert models.status_code == 200, models.text
+        check_rays_dashboard(lines, dashboard_port)
         stop = time.monotonic()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         # bounded by the command itself (a 15 s drain, then Ray's shutdown); the margin is for a busy machine

@@ -18,15 +18,16 @@ from switchyard.router.sampling import SamplingParams
 pytestmark = pytest.mark.ray
 MODEL = "tiny"
 PROMPTS = [("yard " * n).strip() for n in range(1, 17)]  # 16 prompts of different lengths
+PRICES = {"router_replica_per_hour": 1.0, "expert_replica_per_hour": 0.5}
 
 
 def app_config(path, groups: int, transport: str, placement: str | None = None, expert_replicas: int = 1,
-               **router) -> dict:
+               prices: dict | None = None, **router) -> dict:
     config = {"model": str(path), "served_model_name": MODEL, "num_groups": groups,
               "name": f"t{groups}{transport}{expert_replicas}",
               "router": {"transport": transport, "max_model_len": 128, "max_num_seqs": 16, "micro_batches": 2,
                          "expert_timeout_s": 20, **router},
-              "router_pool": {"num_cpus": 0.5, "torch_threads": 1}}
+              "router_pool": {"num_cpus": 0.5, "torch_threads": 1}, "prices": prices or {}}
     if groups:  # with none (every expert in the router), expert-group settings are refused
         config |= {"placement": placement,
                    "expert_pool": {"num_cpus": 0.25, "torch_threads": 1, "num_replicas": expert_replicas}}
@@ -35,8 +36,8 @@ def app_config(path, groups: int, transport: str, placement: str | None = None, 
 
 class Deployed:
     def __init__(self, base: str, path, groups: int, transport: str, placement: str | None = None,
-                 expert_replicas: int = 1):
-        config = app_config(path, groups, transport, placement, expert_replicas)
+                 expert_replicas: int = 1, prices: dict | None = None):
+        config = app_config(path, groups, transport, placement, expert_replicas, prices)
         self.name = config["name"]
         self.prefix = f"/{self.name}"
         serve.run(build_app(config), name=self.name, route_prefix=self.prefix)
@@ -125,8 +126,8 @@ def replica_calls(app_name: str) -> dict[str, list[int]]:
 
 
 @pytest.fixture(scope="module")
-def two_groups(ray_serve, checkpoints):
-    app = Deployed(ray_serve, checkpoints["qwen3_moe"], 2, "actor")
+def two_groups(ray_serve, checkpoints):  # priced: its cost metrics are served (two_groups_compiled's are not)
+    app = Deployed(ray_serve, checkpoints["qwen3_moe"], 2, "actor", prices=PRICES)
     yield app
     app.close()
 
@@ -238,11 +239,39 @@ def test_metrics_and_cost_are_reported(request, app):
     for name in ("switchyard_dispatch_fan_out", "switchyard_group_tokens_total", "switchyard_generated_tokens_total",
                  "switchyard_step_seconds", "switchyard_output_tokens_per_second"):
         assert name in text, name
-    assert "switchyard_cost_dollars_per_hour_USD{" not in text  # no prices set: not priced, not $0
     assert 'group="0"' in text and 'group="1"' in text
     cost = httpx.get(f"{two_groups.url}/v1/switchyard/stats", timeout=30).json()["cost"]
     assert cost["expert_replicas"] == [1, 1]
+    if app == "two_groups":  # priced: 1 router replica at $1/h, 2 group replicas at $0.5/h
+        assert "switchyard_cost_dollars_per_hour_USD{" in text
+        assert cost["priced"] is True and cost["dollars_per_hour"] == 2.0 and cost["cost_per_million_tokens"] > 0
+        return
+    assert "switchyard_cost_dollars_per_hour_USD{" not in text  # no prices set: not priced, not $0
     assert cost["priced"] is False and cost["dollars_per_hour"] is None and cost["cost_per_million_tokens"] is None
+
+
+def test_every_series_the_grafana_dashboard_reads_is_served(two_groups):
+    """Each panel's PromQL (helm/dashboards/switchyard.json), parsed: the metrics it selects are on the router's
+    /metrics, with the labels it groups or filters by. The app has groups and prices (per-group and cost
+    series), one finished request and one refused (the `error_type` label)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from grafana_dashboard import label_names, load, metric_names, queries
+
+    body = {"model": MODEL, "prompt": "yard", "max_tokens": 6}
+    assert httpx.post(f"{two_groups.url}/v1/completions", timeout=60, json=body).status_code == 200
+    assert httpx.post(f"{two_groups.url}/v1/completions", timeout=60, json={**body, "model": "nope"}).status_code == 404
+    served: dict[str, set[str]] = {}  # sample name -> its label names
+    for family in text_string_to_metric_families(httpx.get(f"{two_groups.url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            served.setdefault(sample.name, set()).update(sample.labels)
+    checked = queries(load())
+    assert len(checked) >= 20
+    missing = [(title, name) for title, expr in checked for name in metric_names(expr) if name not in served]
+    assert missing == [], missing
+    unlabelled = [(title, label) for title, expr in checked for label in label_names(expr)
+                  if not any(label in served[name] for name in metric_names(expr))]
+    assert unlabelled == [], unlabelled
 
 
 def test_an_idle_compiled_graph_app_leaves_its_expert_replicas_idle(two_groups_compiled):

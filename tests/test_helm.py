@@ -235,6 +235,20 @@ def test_ingress_routes_to_kuberays_serve_service():
     assert "Ingress" not in {o["kind"] for o in render({})}
 
 
+def test_grafana_dashboard_configmap_holds_the_dashboard_json():
+    dashboard = (CHART / "dashboards" / "switchyard.json").read_text()
+    objects = render({"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "LLM"}}})
+    configmap = the(objects, "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"  # what Grafana's sidecar selects by
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    assert configmap["metadata"]["namespace"] == "default"
+    assert configmap["data"]["switchyard.json"] == dashboard.rstrip("\n")  # the file, unchanged
+    assert json.loads(configmap["data"]["switchyard.json"])["uid"] == "switchyard"
+    assert "ConfigMap" not in {o["kind"] for o in render({})}  # off by default
+    moved = the(render({"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}), "ConfigMap")
+    assert moved["metadata"]["namespace"] == "monitoring"
+
+
 # -- generated files are up to date ------------------------------------------------------------------------
 def test_serve_yaml_is_the_charts_serve_config():
     assert (ROOT / "configs" / "serve.yaml").read_text() == render_serve_config.serve_config_text(), \
@@ -293,6 +307,7 @@ def _expert_group(**change) -> dict:
     ({"switchyard": {"telemetry": {"otlp_traces_endpoint": "collector:4318"}}}, "HelmValuesError",
      "/switchyard/telemetry/otlp_traces_endpoint'"),
     ({"model": {"uri": "https://example.com/m"}}, "HelmValuesError", "/model/uri'.*does not match"),
+    ({"grafanaDashboard": {"enabled": "yes"}}, "HelmValuesError", "/grafanaDashboard/enabled'"),
     ({"model": {"pvc": {"claimName": ""}}}, "HelmRenderError", "no model to serve; set model.pvc.claimName"),
     ({"model": {"uri": "s3://b/m"}}, "HelmRenderError", "set exactly one of model.pvc.claimName and model.uri"),
     ({"routerWorkers": {"minReplicas": 3, "maxReplicas": 2}}, "HelmRenderError",

@@ -48,6 +48,11 @@ def register(sub, engine_flags) -> None:
                         "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set")
     p.add_argument("--num-cpus", type=float, default=None,
                    help="logical CPUs for the local Ray (default: 4 per core; replicas take fractions)")
+    # named as `ray start`'s flags; off by default: it costs memory and some idle CPU (docs/operations.md)
+    p.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard (its Serve view, logs, state API) on --dashboard-host:--dashboard-port")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
+    p.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port (default 8265)")
     p.set_defaults(func=run)
 
 
@@ -133,9 +138,14 @@ def describe_kv_cache(config) -> str:
     return f"{size}, in blocks of {r.block_size} tokens"
 
 
-def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
+def describe_dashboard(args, token_auth: bool) -> str:
+    url = f"http://{args.dashboard_host}:{args.dashboard_port}"
+    return f"{url}  (Ray's token auth is on: `ray get-auth-token` prints the token)" if token_auth else url
+
+
+def ready_message(config, args, sampling: dict, keyed: bool = False, dashboard: str | None = None) -> str:
     """What `switchyard serve` prints once the app answers: where, and what it serves how. With API keys it
-    says one is needed, never which."""
+    says one is needed, never which; with Ray's dashboard, where it is."""
     name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
     url = f"http://{args.host}:{args.port}"
     if config.experts_in_router:
@@ -156,9 +166,18 @@ def ready_message(config, args, sampling: dict, keyed: bool = False) -> str:
              f"  kv-cache   {describe_kv_cache(config)}",
              f"  ingress    {ingress}",
              f"  sampling   {describe_sampling(sampling)}",
+             *([f"  dashboard  {dashboard}"] if dashboard else []),
              f"  try        curl {url}/v1/completions -H 'Content-Type: application/json'{auth} "
              f"-d '{{\"model\": \"{name}\", \"prompt\": \"The history of\", \"max_tokens\": 32}}'"]
     return "\n".join(lines)
+
+
+def token_auth_enabled() -> bool:
+    """Whether the local Ray runs with token auth (Ray 2.60 turns it on for a cluster `ray.init` starts, unless
+    RAY_AUTH_MODE=disabled): then the dashboard asks for the token."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return is_token_auth_enabled()
 
 
 SHUTDOWN_DRAIN_S = 15.0
@@ -233,12 +252,14 @@ def run(args) -> int:
     layout = ("every expert in the router" if config.experts_in_router else
               f"{config.num_groups} expert groups, {config.router.transport} transport")
     print(f"starting Ray ({num_cpus:g} logical CPUs): {config.model}, {layout} ...", file=sys.stderr)
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(num_cpus=num_cpus, include_dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+             dashboard_port=args.dashboard_port)
     try:
         serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
         keyed = bool(resolve_api_keys(config.api_keys))
-        print(ready_message(config, args, sampling, keyed), flush=True)
+        dashboard = describe_dashboard(args, token_auth_enabled()) if args.dashboard else None
+        print(ready_message(config, args, sampling, keyed, dashboard), flush=True)
         # Ctrl-C and SIGTERM both stop cleanly, also when started in the background, where SIGINT comes ignored
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
