@@ -29,7 +29,7 @@ def test_500_prompts_through_ray_data_give_the_single_engines_greedy_tokens(ray_
     ray.data.DataContext.get_current().enable_progress_bars = False
     greedy = {"temperature": 0, "max_tokens": 8}
     processor = build_switchyard_processor(
-        SwitchyardProcessorConfig(engine=ENGINE, batch_size=50, concurrency=2, num_cpus=1),
+        SwitchyardProcessorConfig(engine=ENGINE, batch_size=50, concurrency=2, num_cpus=0.5),
         preprocess=lambda row: {"text": row["text"], "prompt": row["text"], "sampling_params": greedy},
         postprocess=lambda row: {"text": row["text"], "tokens": [int(t) for t in row["generated_tokens"]],
                                  "num_generated_tokens": row["num_generated_tokens"],
@@ -53,7 +53,7 @@ def test_chat_rows_and_per_row_sampling_params(ray_serve):
     items = [{"messages": [{"role": "user", "content": p}], "sampling_params": {"seed": i, "max_tokens": 6}}
              if i % 2 else {"prompt": p, "sampling_params": {"temperature": 0, "max_tokens": 4}}
              for i, p in enumerate(PROMPTS[:12])]
-    processor = build_switchyard_processor(SwitchyardProcessorConfig(engine=ENGINE, batch_size=4))
+    processor = build_switchyard_processor(SwitchyardProcessorConfig(engine=ENGINE, batch_size=4, num_cpus=0.5))
     rows = processor(ray.data.from_items(items)).take_all()
 
     llm = LLM(engine_config=ENGINE)
