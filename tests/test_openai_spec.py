@@ -183,6 +183,21 @@ def test_a_null_chat_field_is_one_not_given(app, field):
 
 
 # -- logprobs of tokens that are part of a character ------------------------------------------------------
+def test_a_tokens_bytes_are_its_own_in_the_whole_vocabulary(app):
+    tokenizer = app.state.served.engine.engine.tokenizer
+    text = f"<|im_start|>{UNICODE} ŷ"
+    ids = tokenizer.encode(text)
+    assert b"".join(tokenizer.token_bytes(i) for i in ids) == text.encode("utf-8")
+    partial = 0
+    for token in range(tokenizer.vocab_size):
+        data = tokenizer.token_bytes(token)
+        try:
+            assert data.decode("utf-8") == tokenizer.decode([token], skip_special_tokens=False)
+        except UnicodeDecodeError:
+            partial += 1
+    assert partial > 100  # the byte-level vocabulary's lone bytes past ASCII, at least
+
+
 def token_bytes(token: str) -> bytes:
     """A completions token's bytes: its text, or the `bytes:\\xNN...` a token that is no whole character is."""
     if token.startswith("bytes:"):
