@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,30 @@ class Tokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def token_bytes(self, token: int) -> bytes:
+        """The exact bytes one token adds to the text. A byte-level BPE token may hold part of a UTF-8 character,
+        which `decode([token])` turns into U+FFFD; its bytes are read from the vocabulary instead."""
+        added = self._added_tokens.get(token)
+        if added is not None:  # added tokens are stored as their text, not byte-mapped
+            return added.encode("utf-8")
+        piece = self.backend.id_to_token(token)
+        if self._byte_level and piece is not None:
+            return bytes(_UNICODE_TO_BYTE[c] for c in piece)
+        if piece is not None and _BYTE_FALLBACK.fullmatch(piece):  # sentencepiece's <0xNN>
+            return bytes([int(piece[3:5], 16)])
+        return self.decode([token], skip_special_tokens=False).encode("utf-8")
+
+    @functools.cached_property
+    def _added_tokens(self) -> dict[int, str]:
+        return {i: t.content for i, t in self.backend.get_added_tokens_decoder().items()}
+
+    @functools.cached_property
+    def _byte_level(self) -> bool:
+        """Whether the decoder is byte-level (GPT-2's byte-to-unicode vocabulary), alone or in a sequence."""
+        decoder = json.loads(self.backend.to_str()).get("decoder") or {}
+        parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+        return any(d.get("type") == "ByteLevel" for d in parts)
+
     def _compiled_template(self):
         return _compile_template(self.chat_template)
 
@@ -83,6 +108,21 @@ def _compile_template(source: str):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise
     return env.from_string(source)
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's table (as in transformers and tokenizers): printable bytes stand for themselves, the others are
+    shifted past 255 so that every byte has a visible character in the vocabulary."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shift = {b: chr(b) for b in kept}, 0
+    for b in range(256):
+        if b not in table:
+            table[b], shift = chr(256 + shift), shift + 1
+    return table
+
+
+_UNICODE_TO_BYTE = {c: b for b, c in _byte_to_unicode().items()}
+_BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _raise(message: str):

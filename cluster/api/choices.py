@@ -14,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from switchyard.cluster.api.logprobs import (Decode, chat_logprobs, completion_logprobs, text_length,
-                                                 token_decoder)
+from switchyard.cluster.api.logprobs import TextOffsets, TokenText, chat_logprobs, completion_logprobs
 from switchyard.cluster.api.requests import INT64, ApiError, ChatRequest, CommonRequest
 from switchyard.router.async_engine import AsyncEngine, OutputStream
 from switchyard.router.generation_config import sampling_params as with_defaults
@@ -29,7 +28,7 @@ class Choice:
     seq: Sequence
     prompt_text: str = ""  # what `echo` puts before the completion
     echo_only: bool = False  # echo with max_tokens 0: the prompt scored, nothing generated
-    offset: int = 0  # characters of this choice's text already streamed (for `text_offset`)
+    offsets: TextOffsets = field(default_factory=TextOffsets)  # `text_offset` of its next token
     final: RequestOutput | None = field(default=None, repr=False)
     stream: OutputStream | None = field(default=None, repr=False)
 
@@ -45,7 +44,7 @@ class Job:
     body: CommonRequest
     choices: list[Choice]
     prompt_tokens: int
-    decode: Decode  # token id → text
+    tokens: TokenText  # how a token is written in logprobs
 
 
 def sampling_params(body: CommonRequest, max_tokens: int, defaults: dict, **logprobs) -> SamplingParams:
@@ -103,7 +102,7 @@ def make_job(engine: AsyncEngine, max_model_len: int, model: str, body: CommonRe
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     for c in choices:
         c.seq.request_id = f"{request_id}-{c.index}"
-    return Job(request_id, model, created, chat, body, choices, prompt_tokens, token_decoder(tokenizer))
+    return Job(request_id, model, created, chat, body, choices, prompt_tokens, TokenText(tokenizer))
 
 
 def start(engine: AsyncEngine, job: Job, max_unfinished: int | None) -> None:
@@ -187,13 +186,13 @@ async def respond(job: Job) -> dict:
 def _whole_choice(job: Job, choice: Choice) -> dict:
     final = choice.final
     if job.chat:
-        logprobs = chat_logprobs(job.decode, final.logprobs) if job.body.logprobs else None
-        return {"index": choice.index, "message": {"role": "assistant", "content": final.text},
+        logprobs = chat_logprobs(job.tokens, final.logprobs) if job.body.logprobs else None
+        return {"index": choice.index, "message": {"role": "assistant", "content": final.text, "refusal": None},
                 "logprobs": logprobs, "finish_reason": final.finish_reason}
     text = final.text if not choice.echo_only else ""
     logprobs = None
     if job.body.logprobs is not None:
-        logprobs = completion_logprobs(job.decode, _completion_tokens(choice, final), 0)
+        logprobs = completion_logprobs(job.tokens, _completion_tokens(choice, final), TextOffsets())
     return {"index": choice.index, "text": choice.prompt_text + text, "logprobs": logprobs,
             "finish_reason": final.finish_reason}
 
@@ -228,8 +227,8 @@ async def stream(job: Job) -> AsyncIterator[str]:
     def event(choice: dict) -> str:
         payload = {"id": job.request_id, "object": kind, "created": job.created, "model": job.model,
                    "choices": [choice]}
-        if include_usage:
-            payload["usage"] = None
+        if include_usage and job.chat:  # chat chunks carry `usage: null` until the last; completions' schema has
+            payload["usage"] = None     # no null usage, so their chunks leave it out
         return _sse(payload)
 
     if job.chat:
@@ -239,7 +238,6 @@ async def stream(job: Job) -> AsyncIterator[str]:
     elif job.body.logprobs is None:  # the echoed prompt at once (with logprobs, it comes with its scores)
         for c in job.choices:
             if c.prompt_text:
-                c.offset = len(c.prompt_text)
                 yield event({"index": c.index, "text": c.prompt_text, "logprobs": None, "finish_reason": None})
     async for choice, output in run_choices(job):
         choice.final = output  # the state so far; a stream sends each output's logprobs as they come
@@ -262,7 +260,7 @@ async def stream(job: Job) -> AsyncIterator[str]:
 def _stream_delta(job: Job, choice: Choice, output: RequestOutput) -> dict | None:
     """The chunk of one output: its new text and the logprobs of its new tokens; None if it has neither."""
     if job.chat:
-        logprobs = chat_logprobs(job.decode, output.logprobs) if job.body.logprobs and output.logprobs else None
+        logprobs = chat_logprobs(job.tokens, output.logprobs) if job.body.logprobs and output.logprobs else None
         if not output.delta_text and logprobs is None:
             return None
         return {"index": choice.index, "delta": {"content": output.delta_text}, "logprobs": logprobs,
@@ -274,8 +272,7 @@ def _stream_delta(job: Job, choice: Choice, output: RequestOutput) -> dict | Non
             text = choice.prompt_text + text
         tokens = _completion_tokens(choice, output)
         if tokens:
-            logprobs = completion_logprobs(job.decode, tokens, choice.offset)
-            choice.offset += text_length(logprobs)
+            logprobs = completion_logprobs(job.tokens, tokens, choice.offsets)
     if not text and logprobs is None:
         return None
     return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": None}

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from switchyard.cluster.api.nullable import CHAT_MESSAGE_NULLABLE, CHAT_NULLABLE, COMPLETION_NULLABLE, unset_nulls
+
 # Bounds of the numbers OpenAI and vLLM take: a seed is an int64, top_k past any vocabulary means "off".
 INT64 = 2**63
 MAX_TOP_K = 2**31 - 1
@@ -37,12 +39,15 @@ class _Body(BaseModel):
 
 class StreamOptions(_Body):
     include_usage: bool = False
+    include_obfuscation: bool = False  # OpenAI's padding of chunks against side channels: not sent here
     continuous_usage_stats: bool = False  # vLLM's: usage in every chunk
 
     @model_validator(mode="after")
     def _unsupported(self):
         if self.continuous_usage_stats:
             raise ValueError("continuous_usage_stats is not supported; use include_usage")
+        if self.include_obfuscation:
+            raise ValueError("include_obfuscation is not supported; leave it out")
         return self
 
 
@@ -66,6 +71,8 @@ NEUTRAL: dict[str, Any] = {
     "prediction": lambda v: v is None,
     "audio": lambda v: v is None,
     "web_search_options": lambda v: v is None,
+    "safety_identifier": lambda v: True,  # as `user`
+    "prompt_cache_key": lambda v: True,  # a hint for routing to a cache: a single router has one cache
 }
 
 
@@ -89,6 +96,11 @@ class CommonRequest(_Body):
     ignore_eos: bool = False  # vLLM's
     best_of: int | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_unset(cls, data):
+        return unset_nulls(data, CHAT_NULLABLE if issubclass(cls, ChatRequest) else COMPLETION_NULLABLE)
+
     @model_validator(mode="after")
     def _check_extra(self):
         for name, value in (self.model_extra or {}).items():
@@ -107,7 +119,7 @@ class CommonRequest(_Body):
 
 class CompletionRequest(CommonRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=0, lt=INT64)
+    max_tokens: int = Field(16, ge=0, lt=INT64)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
@@ -132,6 +144,11 @@ class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None  # accepted: what a chat template does with it is the template's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_unset(cls, data):  # an assistant message given back as the API returned it: `refusal: null`
+        return unset_nulls(data, CHAT_MESSAGE_NULLABLE)
 
     def text(self, index: int) -> str:
         if not isinstance(self.content, list):
