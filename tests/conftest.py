@@ -61,7 +61,7 @@ def ray_serve():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Logical CPUs above the 2 cores: replicas take fractions and mostly wait on each other.
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

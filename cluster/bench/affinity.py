@@ -47,7 +47,7 @@ def run(model: Path, text: str, groups: int, batch: int, max_tokens: int, seq_le
         eval_trace = record(engine, held_out, Path(scratch) / "eval", model.name)
         placements = {"contiguous": contiguous(cfg.moe_layers, cfg.num_experts, groups),
                       "affinity": affinity_placement(fit_affinity(fit_trace), groups)}
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": 0})
         try:
             for name, placement in placements.items():

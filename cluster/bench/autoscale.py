@@ -213,7 +213,7 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
 
     phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log)
     port = free_port("127.0.0.1")
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     all_results = []
     try:

@@ -84,7 +84,7 @@ def run(model: Path, batch: int, max_tokens: int, prompt_len: int, setups: list[
     log("single process ...")
     base = single_process(model, prompts, max_tokens, max_model_len, threads)
     rows = [["single process", base["decode_tok_s"], base["decode_ms_per_step"], base["round_trip_ms"], 1.0, "1.00"]]
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": 0})
     try:
         for setup in setups:

@@ -163,7 +163,7 @@ def run(model: Path, groups: int, phase_s: float, concurrency: int, max_tokens: 
         placement = out / "placement-contiguous.json"
         contiguous(cfg.moe_layers, cfg.num_experts, groups).save(placement)
     port = free_port("127.0.0.1")
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         log(f"deploying {groups} groups ({transport}) ...")

@@ -252,8 +252,9 @@ def run(args) -> int:
     layout = ("every expert in the router" if config.experts_in_router else
               f"{config.num_groups} expert groups, {config.router.transport} transport")
     print(f"starting Ray ({num_cpus:g} logical CPUs): {config.model}, {layout} ...", file=sys.stderr)
-    ray.init(num_cpus=num_cpus, include_dashboard=args.dashboard, dashboard_host=args.dashboard_host,
-             dashboard_port=args.dashboard_port)
+    # address "local": a Ray of its own, even where another runs on this machine (`ray start`, RAY_ADDRESS)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=args.dashboard,
+             dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     try:
         serve.start(http_options={"host": args.host, "port": proxy_port})
         serve.run(build_app(config), name=config.name, route_prefix="/")
