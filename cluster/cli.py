@@ -1,4 +1,4 @@
-"""The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`.
+"""The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`, `plan`.
 
 Flags follow `vllm serve` where they mean the same thing (cluster/cli_engine.py).
 """
@@ -11,6 +11,7 @@ from importlib import metadata
 
 from switchyard.cluster import cli_bench, cli_generate, cli_serve, cli_trace
 from switchyard.cluster.cli_engine import engine_flags
+from switchyard.cluster.planning import command as plan_command
 from switchyard.router.affinity import commands as affinity_commands
 
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (cli_generate, cli_serve, cli_bench, cli_trace):
         command.register(sub, engine_flags)
     affinity_commands.register(sub)  # `affinity fit|plot|predict`, `place`
+    plan_command.register(sub)  # `plan`
     return parser
 
 
