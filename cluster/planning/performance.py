@@ -153,7 +153,9 @@ def decode_step(m: ModelShape, hw: HardwareProfile, d: Deployment) -> StepBreakd
         trip = link.latency_s + bytes_s
         calls_per_replica = d.routers / d.group_replicas
         if d.coalesce_calls:  # one pass over every router's micro-batch: the chain waits for the merged pass
-            exp = experts_s(m, hw, fair * d.imbalance * calls_per_replica, per_group, d.gpus_per_group_replica)
+            merged = fair * calls_per_replica
+            exp_fair = experts_s(m, hw, merged, per_group, d.gpus_per_group_replica)
+            exp = experts_s(m, hw, merged * d.imbalance, per_group, d.gpus_per_group_replica)
             layer = max(att + trip + exp, mb * att, mb * exp, mb * bytes_s)
         else:
             layer = max(att + trip + exp, mb * att, mb * calls_per_replica * exp, mb * bytes_s)
