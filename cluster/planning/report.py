@@ -33,10 +33,14 @@ def print_report(report: dict) -> None:
               f"a token ({verdict} the ITL target)")
     sim = report.get("simulation")
     if sim:
-        a, f = sim["autoscaled"], sim["fixed_at_peak"]
-        print(f"\nsimulated {sim['workload']}: autoscaled {a['device_hours']:,.0f} GPU-hours against fixed at peak "
-              f"{f['device_hours']:,.0f} ({sim['saving']:.0%} fewer); p95 ITL {1000 * a['itl_p95_s']:.1f} ms "
-              f"against {1000 * f['itl_p95_s']:.1f} ms ({sim['itl_ratio']:.2f}x); $ per 1M tokens "
-              f"{a['dollars_per_million']:.3f} against {f['dollars_per_million']:.3f}")
+        f = sim["fixed_at_peak"]
+        print(f"\nsimulated {sim['workload']}, plan: {sim['plan']}")
+        print(f"  fixed at peak: {f['device_hours']:,.0f} GPU-hours, p95 ITL {1000 * f['itl_p95_s']:.1f} ms, "
+              f"${f['dollars_per_million']:.3f} per 1M tokens")
+        for v in sim["variants"]:
+            a = v["autoscaled"]
+            print(f"  autoscaled, {v['policy']}: {a['device_hours']:,.0f} GPU-hours ({v['saving']:.0%} fewer), "
+                  f"p95 ITL {1000 * a['itl_p95_s']:.1f} ms ({v['itl_ratio']:.2f}x), p95 TTFT {a['ttft_p95_s']:.1f} s, "
+                  f"${a['dollars_per_million']:.3f} per 1M tokens")
     if report.get("plot"):
         print(f"\nwrote the Pareto plot to {report['plot']}")

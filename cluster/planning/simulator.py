@@ -42,6 +42,13 @@ class ScalingSettings:
     target_utilization: float = 0.6
     hysteresis: float = 0.2
     min_replicas: int = 1
+    # what a group replica reports as `busy`: its busy share (what Switchyard's replicas report today), or its
+    # rows/s over a replica's rows/s at the peak plan ("rows": a signal that a memory-bound pass cannot hide)
+    group_signal: str = "busy"
+
+    def __post_init__(self) -> None:
+        if self.group_signal not in ("busy", "rows"):
+            raise ValueError(f"group_signal must be busy or rows, got {self.group_signal!r}")
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Pool:
     ready: int
     starting: list[float] = field(default_factory=list)  # times at which starting replicas become ready
     state: dict = field(default_factory=dict)
+    config: object = None  # Serve's AutoscalingConfig of the pool
 
     @property
     def target(self) -> int:
@@ -69,7 +77,7 @@ class SimResult:
     itl_p95_s: float
     ttft_p50_s: float
     ttft_p95_s: float
-    timeline: list  # (t, routers, [group replicas]) per policy period
+    timeline: list  # (t, routers, [group replicas], queued requests) per tick
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "timeline"}
@@ -92,13 +100,19 @@ def group_shares(num_groups: int, imbalance: float) -> np.ndarray:
     return np.array([hot] + [(1.0 - hot) / (num_groups - 1)] * (num_groups - 1))
 
 
-def _context(name: str, current: int, metrics: dict, state: dict, now: float, settings: ScalingSettings,
-             max_replicas: int):
-    from ray.serve._private.common import DeploymentID
-    from ray.serve.config import AutoscalingConfig, AutoscalingContext
+def serve_config(settings: ScalingSettings, max_replicas: int):
+    """The pool's Serve `AutoscalingConfig` (its delays and bounds), built once per pool."""
+    from ray.serve.config import AutoscalingConfig
 
-    config = AutoscalingConfig(min_replicas=settings.min_replicas, max_replicas=max_replicas,
-                               upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s)
+    return AutoscalingConfig(min_replicas=settings.min_replicas, max_replicas=max_replicas,
+                             upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s)
+
+
+def _context(name: str, current: int, metrics: dict, state: dict, now: float, settings: ScalingSettings,
+             max_replicas: int, config):
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.config import AutoscalingContext
+
     return AutoscalingContext(
         deployment_id=DeploymentID(name=name, app_name="sim"), deployment_name=name, app_name="sim",
         current_num_replicas=current, target_num_replicas=current, running_replicas=[],
@@ -111,7 +125,9 @@ def serve_decision(pool: Pool, metrics: dict, now: float, settings: ScalingSetti
     """The pool's new target: the policy, then Serve's scaling factors, delays and bounds (Serve's own code)."""
     from ray.serve.autoscaling_policy import _apply_delay_logic, _apply_scaling_factors
 
-    ctx = _context(pool.name, pool.target, metrics, dict(pool.state), now, settings, pool.max_replicas)
+    if pool.config is None:
+        pool.config = serve_config(settings, pool.max_replicas)
+    ctx = _context(pool.name, pool.target, metrics, dict(pool.state), now, settings, pool.max_replicas, pool.config)
     desired, user_state = pool.policy(ctx)
     desired = _apply_scaling_factors(desired, ctx.current_num_replicas, ctx.config)
     final, internal = _apply_delay_logic(max(0, desired), ctx.target_num_replicas, ctx.config, dict(pool.state),
@@ -157,42 +173,54 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
             pool.starting = [r for r in pool.starting if r > t]
         if arriving:
             queue.append([float(arriving), t])
-        free = routers.ready * B - sum(c for c, _ in active)
-        while queue and free >= 1:
-            take = min(queue[0][0], math.floor(free))
-            ttft.append(t - queue[0][1] + prefill)
-            ttft_w.append(take)
-            active.append([take, float(workload.output_tokens)])
-            queue[0][0] -= take
-            free -= take
-            if queue[0][0] < 1:
-                queue.pop(0)
-        seqs = sum(c for c, _ in active)
-        made = 0.0
-        step = 0.0
-        if seqs:
+        made, step, elapsed = 0.0, 0.0, 0.0
+        while elapsed < settings.tick_s - 1e-9:  # segments end where a cohort finishes and frees its slots
+            now = t + elapsed
+            _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
+            seqs = sum(c for c, _ in active)
+            if not seqs:
+                break
             batch = max(1, math.ceil(seqs / routers.ready))
             step = step_s(routers.ready, batch, tuple(p.ready for p in groups))
-            steps = settings.tick_s / step
+            span = min(settings.tick_s - elapsed, min(left for _, left in active) * step)
+            steps = span / step
+            produced = 0.0
             for cohort in active:
-                n = min(cohort[1], steps)
-                cohort[1] -= n
-                made += n * cohort[0]
+                cohort[1] -= steps
+                produced += steps * cohort[0]
             active = [c for c in active if c[1] > 1e-9]
             itl.append(step)
-            itl_w.append(made)
-            tokens += made
+            itl_w.append(produced)
+            made += produced
+            elapsed += span
+        tokens += made
+        seqs = sum(c for c, _ in active)
         device_s += settings.tick_s * (routers.target * routers.devices_per_replica
                                        + sum(p.target * p.devices_per_replica for p in groups))
         if settings.autoscale and t >= next_policy:
             next_policy = t + settings.policy_period_s
             _autoscale(m, hw, peak, routers, groups, shares, seqs + sum(c for c, _ in queue), made, step, t, settings)
-        timeline.append((t, routers.target, [p.target for p in groups]))
+        timeline.append((t, routers.target, [p.target for p in groups], sum(c for c, _ in queue)))
     hours = device_s / 3600.0
     dollars = hours * hw.price_per_hour
     return SimResult(hours, dollars, tokens, dollars / tokens * 1e6 if tokens else math.inf,
                      weighted_quantile(itl, itl_w, 0.5), weighted_quantile(itl, itl_w, 0.95),
                      weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95), timeline)
+
+
+def _admit(queue: list, active: list, slots: int, now: float, prefill: float, ttft: list, ttft_w: list,
+           output_tokens: int) -> None:
+    """Queued requests into free batch slots, first come first served; each one's time to first token."""
+    free = slots - sum(c for c, _ in active)
+    while queue and free >= 1:
+        take = min(queue[0][0], math.floor(free))
+        ttft.append(now - queue[0][1] + prefill)
+        ttft_w.append(take)
+        active.append([take, float(output_tokens)])
+        queue[0][0] -= take
+        free -= take
+        if queue[0][0] < 1:
+            queue.pop(0)
 
 
 def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: float, made: float, step: float,
@@ -203,17 +231,20 @@ def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: flo
     ids = [f"r{j}" for j in range(max(1, routers.ready))]
     metrics = {"busy": {r: per_router for r in ids}, "rows_per_s": {r: made / tick / len(ids) for r in ids}}
     _resize(routers, serve_decision(routers, metrics, t, settings), t, settings)
-    if not step:
-        busy_per_call = [0.0] * len(groups)
-    else:  # a group replica's busy share: the calls it serves per step x one call's expert time, over the step
-        batch = held / max(1, routers.ready) / peak.micro_batches
-        busy_per_call = [experts_s(m, hw, batch * m.top_k * s, m.num_experts / len(groups),
-                                   peak.gpus_per_group_replica) * m.num_moe_layers * peak.micro_batches / step
-                         for s in shares]
+    batch = held / max(1, routers.ready) / peak.micro_batches  # tokens of one router's micro-batch
+    per_group = m.num_experts / len(groups)
     for g, pool in enumerate(groups):
         calls = routers.ready / max(1, pool.ready)
         ids = [f"g{g}-{j}" for j in range(max(1, pool.ready))]
-        busy = min(1.0, calls * busy_per_call[g])
+        rows_per_call = batch * m.top_k * shares[g]
+        if peak.coalesce_calls:  # one merged pass per layer and micro-batch
+            per_layer = experts_s(m, hw, rows_per_call * calls, per_group, peak.gpus_per_group_replica)
+        else:
+            per_layer = calls * experts_s(m, hw, rows_per_call, per_group, peak.gpus_per_group_replica)
+        busy = min(1.0, per_layer * peak.micro_batches * m.num_moe_layers / step) if step else 0.0
+        if settings.group_signal == "rows":
+            at_peak = decode_step(m, hw, peak).tokens_per_s * m.top_k * shares[g] / peak.group_replicas
+            busy = made / tick * m.top_k * shares[g] / len(ids) / at_peak
         rows = made / tick * m.top_k * shares[g] / len(ids)
         metrics = {"busy": {r: busy for r in ids}, "rows_per_s": {r: rows for r in ids}}
         _resize(pool, serve_decision(pool, metrics, t, settings), t, settings)

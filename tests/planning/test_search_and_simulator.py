@@ -74,8 +74,8 @@ def test_simulator_scales_up_under_a_burst_and_down_after(deepseek):
     settings = ScalingSettings(autoscale=True, tick_s=1.0, policy_period_s=1.0, upscale_delay_s=5.0,
                                downscale_delay_s=30.0, replica_start_s=20.0)
     result = simulate(deepseek, hw, peak, burst, settings)
-    routers = {t: r for t, r, _ in result.timeline}
-    groups = {t: sum(g) for t, _, g in result.timeline}
+    routers = {t: r for t, r, _, _ in result.timeline}
+    groups = {t: sum(g) for t, _, g, _ in result.timeline}
     before, during, after = routers[150.0], max(routers[t] for t in range(300, 500)), routers[899.0]
     assert before < during and after < during
     assert max(groups[t] for t in range(300, 500)) > groups[150.0]
