@@ -90,13 +90,16 @@ def run_plan(args) -> int:
         from switchyard.cluster.planning.pareto import plot_pareto
 
         series = {"switchyard (any latency)": [(p.tokens_per_s, p.dollars_per_hour) for p in found["_all"]],
+                  "switchyard, coalesced calls": [(p.tokens_per_s, p.dollars_per_hour)
+                                                  for p in found["switchyard, coalesced group calls"]],
                   "expert parallel": [(p.tokens_per_s, p.dollars_per_hour) for p in found["expert parallel"]]}
         plot_pareto(series, args.plot, f"{shape.name} on {hw.name}: throughput against cost")
         report["plot"] = str(args.plot)
     if args.simulate:
         from switchyard.cluster.planning.day_cycle import compare_day
 
-        best = cheapest(found["switchyard"] or found["switchyard, coalesced group calls"], 1)
+        pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
+        best = cheapest(pool, 1)
         report["simulation"] = compare_day(shape, hw, best[0], args.simulate, args.sim_hours) if best else None
     if args.json:
         print(json.dumps(report, indent=1, default=float))
@@ -131,6 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, help="write the throughput-against-cost Pareto plot (PNG) here")
     p.add_argument("--simulate", choices=("steady", "bursty", "day"), default=None,
                    help="simulate the cheapest Switchyard plan autoscaled against fixed at peak")
+    p.add_argument("--simulate-coalesced", action="store_true",
+                   help="simulate the cheapest plan with coalesced group calls instead")
     p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (--simulate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--validate", action="store_true",
