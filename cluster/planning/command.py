@@ -45,15 +45,22 @@ def search_all(args, shape, hw, target):
                                      if t in hw.transports]
     kw = dict(groups=DEFAULT_GROUPS, batches=DEFAULT_BATCHES, micro_batches=DEFAULT_MICRO_BATCHES,
               transports=transports, replicas=DEFAULT_REPLICAS)
-    relaxed = replace(target, itl_p95_s=1e9, ttft_s=1e9)  # every plan at the throughput, for the Pareto plot
-    return {
+    wide = replace(target, tokens_per_s=2 * target.tokens_per_s)  # every size within the ITL, for the plot
+    found = {
         "switchyard": group_plans(shape, hw, target, routing, **kw),
         "switchyard, coalesced group calls": [p for p in group_plans(shape, hw, target, routing, **kw,
                                                                      coalesce=True)],
         "expert parallel": expert_parallel_plans(shape, hw, target, routing, DEFAULT_EP_SIZES, DEFAULT_BATCHES,
                                                  DEFAULT_MICRO_BATCHES, redundant_experts=shape.num_experts // 8),
-        "_all": group_plans(shape, hw, relaxed, routing, **kw),
     }
+    if args.plot:
+        found["_plot"] = {
+            "switchyard": group_plans(shape, hw, wide, routing, **kw, every_size=True),
+            "switchyard, coalesced calls": group_plans(shape, hw, wide, routing, **kw, coalesce=True, every_size=True),
+            "expert parallel": expert_parallel_plans(shape, hw, wide, routing, DEFAULT_EP_SIZES, DEFAULT_BATCHES,
+                                                     DEFAULT_MICRO_BATCHES, redundant_experts=shape.num_experts // 8,
+                                                     every_size=True)}
+    return found
 
 
 def transport_floor(shape, hw, target) -> list[dict]:
@@ -89,11 +96,10 @@ def run_plan(args) -> int:
     if args.plot:
         from switchyard.cluster.planning.pareto import plot_pareto
 
-        series = {"switchyard (any latency)": [(p.tokens_per_s, p.dollars_per_hour) for p in found["_all"]],
-                  "switchyard, coalesced calls": [(p.tokens_per_s, p.dollars_per_hour)
-                                                  for p in found["switchyard, coalesced group calls"]],
-                  "expert parallel": [(p.tokens_per_s, p.dollars_per_hour) for p in found["expert parallel"]]}
-        plot_pareto(series, args.plot, f"{shape.name} on {hw.name}: throughput against cost")
+        series = {label: [(p.tokens_per_s, p.dollars_per_hour) for p in plans]
+                  for label, plans in found["_plot"].items()}
+        plot_pareto(series, args.plot, f"{shape.name} on {hw.name}: every plan within p95 ITL "
+                                       f"{args.itl_ms:g} ms and TTFT {args.ttft_s:g} s")
         report["plot"] = str(args.plot)
     if args.simulate:
         from switchyard.cluster.planning.day_cycle import compare_day

@@ -95,7 +95,9 @@ def _router_counts(limit: int) -> Iterable[int]:
 def group_plans(m: ModelShape, hw: HardwareProfile, target: Target, routing: RoutingFn,
                 groups: Iterable[int], batches: Iterable[int], micro_batches: Iterable[int],
                 transports: Iterable[str], replicas: Iterable[int], placement: str = "affinity",
-                max_routers: int = 2048, coalesce: bool = False) -> list[Plan]:
+                max_routers: int = 2048, coalesce: bool = False, every_size: bool = False) -> list[Plan]:
+    """Per configuration, the fewest routers that reach the target's throughput within its ITL and TTFT; with
+    `every_size`, every router count within the ITL and TTFT up to that throughput (for the Pareto plot)."""
     out = []
     for g in groups:
         if m.num_experts % g:
@@ -117,15 +119,20 @@ def group_plans(m: ModelShape, hw: HardwareProfile, target: Target, routing: Rou
                 plan = make_plan(m, hw, d, 1, placement, r.source, target.prompt_tokens)
                 if plan.itl_s > target.itl_p95_s or plan.ttft_s > target.ttft_s:
                     break  # more routers only load the groups more
-                if plan.tokens_per_s >= target.tokens_per_s:
+                if every_size:
                     out.append(plan)
+                if plan.tokens_per_s >= target.tokens_per_s:
+                    if not every_size:
+                        out.append(plan)
                     break
     return out
 
 
 def expert_parallel_plans(m: ModelShape, hw: HardwareProfile, target: Target, routing: RoutingFn,
                           sizes: Iterable[int], batches: Iterable[int], micro_batches: Iterable[int],
-                          transport: str = "rdma", redundant_experts: int = 0) -> list[Plan]:
+                          transport: str = "rdma", redundant_experts: int = 0, every_size: bool = False) -> list[Plan]:
+    """Per configuration, the fewest copies of the EP group that reach the target; with `every_size`, every
+    number of copies up to it (for the Pareto plot)."""
     out = []
     for n in sizes:
         r = routing(n, "eplb") if m.num_experts % n == 0 else GroupRouting(min(m.top_k, n), 1.0, "assumed")
@@ -139,9 +146,11 @@ def expert_parallel_plans(m: ModelShape, hw: HardwareProfile, target: Target, ro
                 continue
             one = make_plan(m, hw, d, 1, "eplb", r.source, target.prompt_tokens)
             copies = max(1, math.ceil(target.tokens_per_s / one.tokens_per_s))
-            plan = make_plan(m, hw, d, copies, "eplb", r.source, target.prompt_tokens)
-            if plan.meets(target):
-                out.append(plan)
+            for n_copies in range(1 if every_size else copies, copies + 1):
+                plan = make_plan(m, hw, d, n_copies, "eplb", r.source, target.prompt_tokens)
+                if plan.itl_s <= target.itl_p95_s and plan.ttft_s <= target.ttft_s and (
+                        every_size or plan.tokens_per_s >= target.tokens_per_s):
+                    out.append(plan)
     return out
 
 

@@ -36,7 +36,7 @@ PUBLISHED = [
     PublishedRow(
         "SGLang, 96 H100 (decode on 9 nodes, EP72)", "H100", 72, 256, 2050, 32, 22_300 / 8,
         "https://lmsys.org/blog/2025-05-05-large-scale-ep/ (22.3k output tok/s per node at 2,000-token inputs); "
-        "decode flags from the reproduction instructions, https://gh.072103.xyz/sgl-project/sglang/issues/6017 "
+        "decode flags from the post's reproduction instructions "
         "(--tp-size 72 --dp-size 72, --max-running-requests 18432 = 256 per GPU, --cuda-graph-bs 256, "
         "--ep-num-redundant-experts 32, two-batch overlap, DeepEP low_latency)",
         "2,000 input and 100 output tokens: mean context about 2,050"),
@@ -49,9 +49,8 @@ PUBLISHED = [
         "average with multi-token prediction, which the model does not have"),
     PublishedRow(
         "vLLM wide-EP (H200, CoreWeave, InfiniBand CX-7)", "H200", 16, 256, 2050, 16, 2_200,
-        "https://blog.vllm.ai/2025/12/17/large-scale-serving.html (2.2k tok/s per H200), via the llm-d wide-EP "
-        "guide it cites (decode EP16 on 2 nodes)",
-        "batch and context not stated in the post: 256 per GPU and 2K context assumed (SGLang's row)"),
+        "https://blog.vllm.ai/2025/12/17/large-scale-serving.html (2.2k tok/s per H200, CoreWeave, InfiniBand CX-7)",
+        "EP size, batch and context not stated in the post: EP16, 256 per GPU and 2K context assumed"),
 ]
 
 
