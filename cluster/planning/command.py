@@ -44,7 +44,7 @@ def search_all(args, shape, hw, target):
     transports = args.transport or [t for t in ("nvlink", "rdma", "ray-compiled", "ray-actor", "serve-handle")
                                      if t in hw.transports]
     kw = dict(groups=DEFAULT_GROUPS, batches=DEFAULT_BATCHES, micro_batches=DEFAULT_MICRO_BATCHES,
-              transports=transports, replicas=DEFAULT_REPLICAS)
+              transports=transports, replicas=DEFAULT_REPLICAS, placement=args.placement)
     wide = replace(target, tokens_per_s=2 * target.tokens_per_s)  # every size within the ITL, for the plot
     found = {
         "switchyard": group_plans(shape, hw, target, routing, **kw),
@@ -106,7 +106,8 @@ def run_plan(args) -> int:
 
         pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
         best = cheapest(pool, 1)
-        report["simulation"] = compare_day(shape, hw, best[0], args.simulate, args.sim_hours) if best else None
+        report["simulation"] = compare_day(shape, hw, best[0], args.simulate, args.sim_hours,
+                                                 trough=args.trough) if best else None
     if args.json:
         print(json.dumps(report, indent=1, default=float))
     else:
@@ -128,6 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                        "(--measure-host writes this machine's)")
     p.add_argument("--price", type=float, default=None, help="dollars per device-hour (overrides the profile)")
     p.add_argument("--traces", default=None, help="routing traces (Parquet) to measure fan-out and imbalance on")
+    p.add_argument("--placement", choices=("affinity", "eplb"), default="affinity",
+                   help="the groups' placement whose fan-out and imbalance the traces give (default affinity)")
     p.add_argument("--skew", type=float, default=0.0, help="Zipf skew of expert popularity when no traces apply")
     p.add_argument("--tokens-per-s", type=float, default=100_000.0, help="target output tokens/s (total)")
     p.add_argument("--itl-ms", type=float, default=50.0, help="target p95 inter-token latency, ms")
@@ -142,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="simulate the cheapest Switchyard plan autoscaled against fixed at peak")
     p.add_argument("--simulate-coalesced", action="store_true",
                    help="simulate the cheapest plan with coalesced group calls instead")
+    p.add_argument("--trough", type=float, default=0.25,
+                   help="the day's lowest rate (or the rate outside a burst) as a fraction of the peak")
     p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (--simulate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--validate", action="store_true",

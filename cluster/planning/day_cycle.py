@@ -17,11 +17,12 @@ DAY_SETTINGS = ScalingSettings(autoscale=True, tick_s=10.0, policy_period_s=10.0
                                downscale_delay_s=600.0, replica_start_s=180.0)
 
 
-def workload_for(plan: Plan, kind: str, hours: float, output_tokens: int = 256) -> Workload:
+def workload_for(plan: Plan, kind: str, hours: float, output_tokens: int = 256, trough: float = 0.25) -> Workload:
     """The plan's throughput is the peak: requests per second at peak = tokens/s / output tokens, at 90%."""
     duration = hours * 3600.0
     peak = 0.9 * plan.tokens_per_s / output_tokens
-    return Workload(kind, peak, duration, 1024, output_tokens, burst_start_s=duration / 3, burst_s=duration / 3)
+    return Workload(kind, peak, duration, 1024, output_tokens, trough_fraction=trough, burst_start_s=duration / 3,
+                    burst_s=duration / 3, base_fraction=trough)
 
 
 VARIANTS = {
@@ -33,9 +34,9 @@ VARIANTS = {
 
 
 def compare_day(m: ModelShape, hw: HardwareProfile, plan: Plan, kind: str = "day", hours: float = 24.0,
-                settings: ScalingSettings = DAY_SETTINGS) -> dict:
+                settings: ScalingSettings = DAY_SETTINGS, trough: float = 0.25) -> dict:
     """Fixed at peak against the autoscaled variants; the first variant is the headline."""
-    workload = workload_for(plan, kind, hours)
+    workload = workload_for(plan, kind, hours, trough=trough)
     fixed = simulate(m, hw, plan.deployment, workload, replace(settings, autoscale=False))
     variants = []
     for label, change in VARIANTS.items():
