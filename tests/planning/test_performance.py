@@ -103,3 +103,16 @@ def test_bad_input_fails():
         UNIT.transport("rdma")
     assert math.isfinite(decode_step(load_shape(reference_model("mixtral-8x22b")), UNIT,
                                      Deployment("single", 1, 4, 100)).step_s)
+
+
+def test_profiles_round_trip_as_json(tmp_path):
+    from switchyard.cluster.planning.hardware import resolve_profile
+    from switchyard.cluster.planning.host import with_transports
+
+    path = tmp_path / "h100.json"
+    BUILTIN_PROFILES["H100"].save(path)
+    assert resolve_profile(str(path)) == BUILTIN_PROFILES["H100"]
+    assert resolve_profile("h200", price=9.0).price_per_hour == 9.0
+    # a transport's latency is the measured round trip less the same experts run in process
+    host = with_transports(UNIT, in_process_ms=1.5, round_trips_ms={"ray-compiled": 4.0})
+    assert host.transport("ray-compiled").latency_s == pytest.approx(2.5e-3)
