@@ -140,6 +140,8 @@ def expert_parallel_plans(m: ModelShape, hw: HardwareProfile, target: Target, ro
             if mb > b:
                 continue
             t = transport if n > hw.devices_per_node or "nvlink" not in hw.transports else "nvlink"
+            if t not in hw.transports:
+                continue  # e.g. this machine's profile: no GPU-to-GPU all-to-all
             d = Deployment("expert-parallel", n, b, target.context_tokens, t, micro_batches=mb,
                            imbalance=r.imbalance, redundant_experts=redundant_experts)
             if not memory_fits(m, hw, d):
@@ -155,7 +157,7 @@ def expert_parallel_plans(m: ModelShape, hw: HardwareProfile, target: Target, ro
 
 
 def cheapest(plans: list[Plan], count: int = 5) -> list[Plan]:
-    return sorted(plans, key=lambda p: (p.dollars_per_hour, p.dollars_per_million, p.itl_s))[:count]
+    return sorted(plans, key=lambda p: (p.dollars_per_hour, p.devices, p.dollars_per_million, p.itl_s))[:count]
 
 
 DEFAULT_GROUPS = (1, 2, 4, 8, 16, 32, 64)
