@@ -91,8 +91,8 @@ def distinct_experts(assignments: float, experts: float) -> float:
     """Expected distinct experts among `experts` hit by `assignments` uniform picks."""
     if experts <= 0 or assignments <= 0:
         return 0.0
-    if experts == 1:
-        return 1.0
+    if experts <= 1:  # a device holding one expert (or a share of one) reads it whole
+        return float(experts)
     return experts * (1.0 - (1.0 - 1.0 / experts) ** assignments)
 
 

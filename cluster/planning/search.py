@@ -135,6 +135,8 @@ def expert_parallel_plans(m: ModelShape, hw: HardwareProfile, target: Target, ro
     number of copies up to it (for the Pareto plot)."""
     out = []
     for n in sizes:
+        if n > m.num_experts + redundant_experts:
+            continue  # more devices than expert slots: some would hold no expert
         r = routing(n, "eplb") if m.num_experts % n == 0 else GroupRouting(min(m.top_k, n), 1.0, "assumed")
         for b, mb in ((b, mb) for b in batches for mb in micro_batches):
             if mb > b:

@@ -38,6 +38,7 @@ def test_distinct_experts():
     assert distinct_experts(0, 64) == 0.0
     assert distinct_experts(10_000, 64) == pytest.approx(64.0)
     assert distinct_experts(2, 2) == pytest.approx(1.5)  # 2 picks over 2 experts: both hit with probability 1/2
+    assert distinct_experts(100, 0.5) == 0.5  # a share of one expert
 
 
 def test_experts_roofline(deepseek):
