@@ -1,4 +1,4 @@
-"""The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`.
+"""The `switchyard` command line: `generate`, `serve`, `bench`, `trace`, `affinity`, `place`, `plan`.
 
 Flags follow `vllm serve` where they mean the same thing (cluster/cli/engine_flags.py).
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 from importlib import metadata
 
-from switchyard.cluster.cli import affinity, bench, generate, place, serve, trace
+from switchyard.cluster.cli import affinity, bench, generate, place, plan, serve, trace
 from switchyard.cluster.cli.engine_flags import engine_flags
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.register(sub, engine_flags)
     affinity.register(sub)  # `affinity fit|plot|predict`
     place.register(sub)
+    plan.register(sub)  # `plan`: the capacity planner (cluster/planning/)
     return parser
 
 

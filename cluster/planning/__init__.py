@@ -1,0 +1,7 @@
+"""Capacity planning and serving simulation for Switchyard at GPU scale (`switchyard plan`).
+
+Reading order: hardware.py (profiles) -> model_shape.py (a config's per-token costs) -> performance.py (one
+decode step, a roofline) -> routing.py (fan-out and imbalance) -> search.py (plans meeting a target) ->
+workloads.py and simulator.py (serving with the real autoscaling policy) -> day_cycle.py -> validation.py and
+host.py (checks against published systems and this machine) -> pareto.py, report.py, command.py.
+"""

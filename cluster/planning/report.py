@@ -1,0 +1,46 @@
+"""The text report of `switchyard plan`: the cheapest plans per layout, one step's breakdown, the transports."""
+
+from __future__ import annotations
+
+
+def _plan_line(p: dict) -> str:
+    return (f"  {p['describe']}\n    {p['tokens_per_s']:,.0f} tok/s, ITL {1000 * p['itl_s']:.1f} ms, "
+            f"TTFT {p['ttft_s']:.2f} s, {p['devices']} GPUs on {p['nodes']} nodes, ${p['dollars_per_hour']:,.0f}/h, "
+            f"${p['dollars_per_million_tokens']:.3f} per 1M tokens")
+
+
+def _breakdown(step: dict) -> str:
+    parts = ("attention_s", "experts_s", "imbalance_s", "dispatch_s", "dense_s", "overhead_s", "overlap_hidden_s")
+    cells = ", ".join(f"{k[:-2].replace('_', ' ')} {1000 * step[k]:.1f}" for k in parts)
+    return f"    one decode step {1000 * step['step_s']:.1f} ms = {cells} (ms; overlap hidden is subtracted)"
+
+
+def print_report(report: dict) -> None:
+    t = report["target"]
+    print(f"{report['model']} on {report['hardware']}: target {t['tokens_per_s']:,.0f} tok/s, p95 ITL "
+          f"{1000 * t['itl_p95_s']:.0f} ms, TTFT {t['ttft_s']:.1f} s, context {t['context_tokens']} tokens")
+    for layout, plans in report["plans"].items():
+        print(f"\n{layout}: {len(plans)} cheapest plans meeting the target" if plans
+              else f"\n{layout}: no plan meets the target")
+        for i, p in enumerate(plans):
+            print(_plan_line(p))
+            if i == 0:
+                print(_breakdown(p["step"]))
+    print("\nper-layer transports: the fixed round trips alone, one per MoE layer and token")
+    for row in report["transports"]:
+        verdict = "fits" if row["fits_itl"] else "exceeds"
+        print(f"  {row['transport']:13} {row['round_trip_ms']:6.2f} ms a trip -> {row['trips_per_token_ms']:7.1f} ms "
+              f"a token ({verdict} the ITL target)")
+    sim = report.get("simulation")
+    if sim:
+        f = sim["fixed_at_peak"]
+        print(f"\nsimulated {sim['workload']}, plan: {sim['plan']}")
+        print(f"  fixed at peak: {f['device_hours']:,.0f} GPU-hours, p95 ITL {1000 * f['itl_p95_s']:.1f} ms, "
+              f"${f['dollars_per_million']:.3f} per 1M tokens")
+        for v in sim["variants"]:
+            a = v["autoscaled"]
+            print(f"  autoscaled, {v['policy']}: {a['device_hours']:,.0f} GPU-hours ({v['saving']:.0%} fewer), "
+                  f"p95 ITL {1000 * a['itl_p95_s']:.1f} ms ({v['itl_ratio']:.2f}x), p95 TTFT {a['ttft_p95_s']:.1f} s, "
+                  f"${a['dollars_per_million']:.3f} per 1M tokens")
+    if report.get("plot"):
+        print(f"\nwrote the Pareto plot to {report['plot']}")

@@ -1,0 +1,258 @@
+"""A simulator of serving: requests arrive from a workload, routers decode in steps, expert groups take every
+layer's calls, and Switchyard's real autoscaling policy sizes every pool as Serve would run it.
+
+Events in time order: arrivals (per tick, Poisson), admissions to free batch slots (time to first token =
+queueing + the prompt's prefill), decode progress (a tick of steps whose length the performance model gives
+for the current batch, routers and per-group replicas: a group with fewer replicas serves more calls each),
+the autoscaler's period, and replicas becoming ready `replica_start_s` after they were asked for.
+
+The autoscaler is `switchyard.cluster.autoscaling_policy.ExpertGroupPolicy`, called with a real
+`ray.serve.config.AutoscalingContext` carrying the metrics a replica reports (`busy`, `rows_per_s`), followed by
+Serve's own `_apply_scaling_factors` and `_apply_delay_logic` (upscale/downscale delays, evaluated at the
+simulated clock) and the pool's bounds: the function Serve's controller calls, with Serve's delays. The router
+pool uses the same policy on its batch slots (busy = sequences held / batch size).
+
+Sequences are simulated as cohorts (requests admitted together, with the same remaining tokens), so a day of
+traffic at DeepSeek scale runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numpy as np
+
+from switchyard.cluster.autoscaling.policy import ExpertGroupPolicy
+from switchyard.cluster.planning.hardware import HardwareProfile
+from switchyard.cluster.planning.model_shape import ModelShape
+from switchyard.cluster.planning.performance import Deployment, decode_step, experts_s, prefill_s
+from switchyard.cluster.planning.workloads import Workload, arrivals
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    autoscale: bool = True
+    tick_s: float = 1.0
+    policy_period_s: float = 1.0
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+    replica_start_s: float = 60.0
+    target_utilization: float = 0.6
+    hysteresis: float = 0.2
+    min_replicas: int = 1
+    # what a group replica reports as `busy`: its busy share (what Switchyard's replicas report today), or its
+    # rows/s over a replica's rows/s at the peak plan ("rows": a signal that a memory-bound pass cannot hide)
+    group_signal: str = "busy"
+
+    def __post_init__(self) -> None:
+        if self.group_signal not in ("busy", "rows"):
+            raise ValueError(f"group_signal must be busy or rows, got {self.group_signal!r}")
+
+
+@dataclass
+class Pool:
+    name: str
+    policy: ExpertGroupPolicy
+    devices_per_replica: int
+    max_replicas: int
+    ready: int
+    starting: list[float] = field(default_factory=list)  # times at which starting replicas become ready
+    state: dict = field(default_factory=dict)
+    config: object = None  # Serve's AutoscalingConfig of the pool
+
+    @property
+    def target(self) -> int:
+        return self.ready + len(self.starting)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    device_hours: float
+    dollars: float
+    tokens: float
+    dollars_per_million: float
+    itl_p50_s: float
+    itl_p95_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    timeline: list  # (t, routers, [group replicas], queued requests) per tick
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "timeline"}
+
+
+def weighted_quantile(values: list[float], weights: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    order = np.argsort(values)
+    v, w = np.asarray(values)[order], np.asarray(weights, dtype=np.float64)[order]
+    cum = np.cumsum(w)
+    return float(v[min(len(v) - 1, np.searchsorted(cum, q * cum[-1]))])
+
+
+def group_shares(num_groups: int, imbalance: float) -> np.ndarray:
+    """Per-group share of (token, expert) pairs: one group at `imbalance` x the mean, the rest equal."""
+    if num_groups == 1:
+        return np.ones(1)
+    hot = min(imbalance, float(num_groups)) / num_groups
+    return np.array([hot] + [(1.0 - hot) / (num_groups - 1)] * (num_groups - 1))
+
+
+def serve_config(settings: ScalingSettings, max_replicas: int):
+    """The pool's Serve `AutoscalingConfig` (its delays and bounds), built once per pool."""
+    from ray.serve.config import AutoscalingConfig
+
+    return AutoscalingConfig(min_replicas=settings.min_replicas, max_replicas=max_replicas,
+                             upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s)
+
+
+def _context(name: str, current: int, metrics: dict, state: dict, now: float, settings: ScalingSettings,
+             max_replicas: int, config):
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.config import AutoscalingContext
+
+    return AutoscalingContext(
+        deployment_id=DeploymentID(name=name, app_name="sim"), deployment_name=name, app_name="sim",
+        current_num_replicas=current, target_num_replicas=current, running_replicas=[],
+        total_num_requests=0.0, total_queued_requests=0.0, aggregated_metrics=metrics, raw_metrics={},
+        capacity_adjusted_min_replicas=settings.min_replicas, capacity_adjusted_max_replicas=max_replicas,
+        policy_state=state, last_scale_up_time=None, last_scale_down_time=None, current_time=now, config=config)
+
+
+def serve_decision(pool: Pool, metrics: dict, now: float, settings: ScalingSettings) -> int:
+    """The pool's new target: the policy, then Serve's scaling factors, delays and bounds (Serve's own code)."""
+    from ray.serve.autoscaling_policy import _apply_delay_logic, _apply_scaling_factors
+
+    if pool.config is None:
+        pool.config = serve_config(settings, pool.max_replicas)
+    ctx = _context(pool.name, pool.target, metrics, dict(pool.state), now, settings, pool.max_replicas, pool.config)
+    desired, user_state = pool.policy(ctx)
+    desired = _apply_scaling_factors(desired, ctx.current_num_replicas, ctx.config)
+    final, internal = _apply_delay_logic(max(0, desired), ctx.target_num_replicas, ctx.config, dict(pool.state),
+                                         _now=now)
+    pool.state = {**user_state, **internal}
+    return max(settings.min_replicas, min(pool.max_replicas, final))
+
+
+def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Workload, settings: ScalingSettings,
+             seed: int = 0) -> SimResult:
+    """Serve `workload` with `peak`'s pools (its counts are the fixed-at-peak sizes and the autoscaler's maxima)."""
+    if peak.layout != "groups":
+        raise ValueError("the simulator runs Switchyard's groups layout")
+    G, B = peak.num_groups, peak.batch_per_router
+    shares = group_shares(G, peak.imbalance)
+    start = 1 if settings.autoscale else None
+
+    def new_pool(name, group, groups, devices, maximum):
+        policy = ExpertGroupPolicy(group, groups, settings.target_utilization, settings.hysteresis,
+                                   settings.min_replicas, maximum)
+        return Pool(name, policy, devices, maximum, start or maximum)
+
+    routers = new_pool("router", 0, 1, peak.gpus_per_router, peak.routers)
+    groups = [new_pool(f"experts-{g}", g, G, peak.gpus_per_group_replica, peak.group_replicas) for g in range(G)]
+
+    @lru_cache(maxsize=100_000)
+    def step_s(n: int, batch: int, replicas: tuple[int, ...]) -> float:
+        return max(decode_step(m, hw, replace(peak, routers=n, batch_per_router=batch, group_replicas=r,
+                                               imbalance=max(1.0, s * G))).step_s
+                   for s, r in zip(shares, replicas))
+
+    prefill = prefill_s(m, hw, peak, workload.prompt_tokens)
+    incoming = arrivals(workload, settings.tick_s, seed)
+    queue: list[list[float]] = []  # [count, arrival time]
+    active: list[list[float]] = []  # [count, tokens left]
+    itl, itl_w, ttft, ttft_w, timeline = [], [], [], [], []
+    device_s = tokens = 0.0
+    next_policy = 0.0
+    for i, arriving in enumerate(incoming):
+        t = i * settings.tick_s
+        for pool in [routers, *groups]:
+            pool.ready += sum(1 for r in pool.starting if r <= t)
+            pool.starting = [r for r in pool.starting if r > t]
+        if arriving:
+            queue.append([float(arriving), t])
+        made, step, elapsed = 0.0, 0.0, 0.0
+        while elapsed < settings.tick_s - 1e-9:  # segments end where a cohort finishes and frees its slots
+            now = t + elapsed
+            _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
+            seqs = sum(c for c, _ in active)
+            if not seqs:
+                break
+            batch = max(1, math.ceil(seqs / routers.ready))
+            step = step_s(routers.ready, batch, tuple(p.ready for p in groups))
+            span = min(settings.tick_s - elapsed, min(left for _, left in active) * step)
+            steps = span / step
+            produced = 0.0
+            for cohort in active:
+                cohort[1] -= steps
+                produced += steps * cohort[0]
+            active = [c for c in active if c[1] > 1e-9]
+            itl.append(step)
+            itl_w.append(produced)
+            made += produced
+            elapsed += span
+        tokens += made
+        seqs = sum(c for c, _ in active)
+        device_s += settings.tick_s * (routers.target * routers.devices_per_replica
+                                       + sum(p.target * p.devices_per_replica for p in groups))
+        if settings.autoscale and t >= next_policy:
+            next_policy = t + settings.policy_period_s
+            _autoscale(m, hw, peak, routers, groups, shares, seqs + sum(c for c, _ in queue), made, step, t, settings)
+        timeline.append((t, routers.target, [p.target for p in groups], sum(c for c, _ in queue)))
+    hours = device_s / 3600.0
+    dollars = hours * hw.price_per_hour
+    return SimResult(hours, dollars, tokens, dollars / tokens * 1e6 if tokens else math.inf,
+                     weighted_quantile(itl, itl_w, 0.5), weighted_quantile(itl, itl_w, 0.95),
+                     weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95), timeline)
+
+
+def _admit(queue: list, active: list, slots: int, now: float, prefill: float, ttft: list, ttft_w: list,
+           output_tokens: int) -> None:
+    """Queued requests into free batch slots, first come first served; each one's time to first token."""
+    free = slots - sum(c for c, _ in active)
+    while queue and free >= 1:
+        take = min(queue[0][0], math.floor(free))
+        ttft.append(now - queue[0][1] + prefill)
+        ttft_w.append(take)
+        active.append([take, float(output_tokens)])
+        queue[0][0] -= take
+        free -= take
+        if queue[0][0] < 1:
+            queue.pop(0)
+
+
+def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: float, made: float, step: float,
+               t: float, settings: ScalingSettings) -> None:
+    """One controller period: each pool's metrics as its replicas would report them, then Serve's decision."""
+    tick = settings.tick_s
+    per_router = held / max(1, routers.ready) / peak.batch_per_router  # slots used (+ queue) per replica
+    ids = [f"r{j}" for j in range(max(1, routers.ready))]
+    metrics = {"busy": {r: per_router for r in ids}, "rows_per_s": {r: made / tick / len(ids) for r in ids}}
+    _resize(routers, serve_decision(routers, metrics, t, settings), t, settings)
+    batch = held / max(1, routers.ready) / peak.micro_batches  # tokens of one router's micro-batch
+    per_group = m.num_experts / len(groups)
+    for g, pool in enumerate(groups):
+        calls = routers.ready / max(1, pool.ready)
+        ids = [f"g{g}-{j}" for j in range(max(1, pool.ready))]
+        rows_per_call = batch * m.top_k * shares[g]
+        if peak.coalesce_calls:  # one merged pass per layer and micro-batch
+            per_layer = experts_s(m, hw, rows_per_call * calls, per_group, peak.gpus_per_group_replica)
+        else:
+            per_layer = calls * experts_s(m, hw, rows_per_call, per_group, peak.gpus_per_group_replica)
+        busy = min(1.0, per_layer * peak.micro_batches * m.num_moe_layers / step) if step else 0.0
+        if settings.group_signal == "rows":
+            at_peak = decode_step(m, hw, peak).tokens_per_s * m.top_k * shares[g] / peak.group_replicas
+            busy = made / tick * m.top_k * shares[g] / len(ids) / at_peak
+        rows = made / tick * m.top_k * shares[g] / len(ids)
+        metrics = {"busy": {r: busy for r in ids}, "rows_per_s": {r: rows for r in ids}}
+        _resize(pool, serve_decision(pool, metrics, t, settings), t, settings)
+
+
+def _resize(pool: Pool, target: int, t: float, settings: ScalingSettings) -> None:
+    while pool.target < target:
+        pool.starting.append(t + settings.replica_start_s)
+    while pool.target > target and pool.starting:
+        pool.starting.pop()
+    pool.ready = min(pool.ready, target) if pool.target > target else pool.ready

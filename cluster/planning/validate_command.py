@@ -1,0 +1,56 @@
+"""`switchyard plan --validate`: the published rows (validation.py) and, unless --quick, this machine's rows.
+
+This machine: one `switchyard bench cluster` run (the one-process engine and a 2-group cluster with the
+Compiled Graph transport, built-in model, batch 32) measures decode step time and tok/s; the host profile is
+measured in the same run (matmul FLOP/s, memory bandwidth, the per-layer overhead at batch 1, the transport's
+round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from switchyard.cluster.planning.validation import format_rows, published_rows
+
+HOST_TOLERANCE = 0.25
+BATCH, NEW_TOKENS, PROMPT = 32, 16, 32
+
+
+def host_rows(log) -> list[dict]:
+    import os
+
+    from switchyard.cluster.bench.cluster import Setup, run
+    from switchyard.cluster.planning.host import base_profile, with_overhead, with_transports
+    from switchyard.cluster.planning.host_measure import batch1_step_s, demo_shape
+    from switchyard.cluster.planning.performance import Deployment, decode_step
+    from switchyard.configs.defaults import DEMO_MODEL_DIR
+
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/r-plan")
+    shape = demo_shape()
+    profile = with_overhead(base_profile(0.0), shape, batch1_step_s())
+    rows = run(DEMO_MODEL_DIR, BATCH, NEW_TOKENS, PROMPT, [Setup(2, "compiled", 1)], log)
+    (_, single_tok, single_ms, in_process_ms, _, _), (_, cluster_tok, cluster_ms, trip_ms, fan_out, _) = rows
+    profile = with_transports(profile, in_process_ms, {"ray-compiled": trip_ms})
+    context = PROMPT + NEW_TOKENS // 2
+    setups = [("this machine: one process, batch 32", Deployment("single", 1, BATCH, context), single_ms, single_tok),
+              ("this machine: 2 groups, compiled graph, batch 32",
+               Deployment("groups", 1, BATCH, context, "ray-compiled", 2, fan_out=fan_out), cluster_ms, cluster_tok)]
+    out = []
+    for label, d, measured_ms, measured_tok in setups:
+        step = decode_step(shape, profile, d)
+        for unit, measured, predicted in (("decode ms per step", measured_ms, 1000 * step.step_s),
+                                          ("decode tok/s", measured_tok, step.tokens_per_s)):
+            error = predicted / measured - 1.0
+            out.append({"row": f"{label} ({unit})", "measured": measured, "predicted": predicted, "unit": unit,
+                        "error": error, "tolerance": HOST_TOLERANCE, "ok": abs(error) <= HOST_TOLERANCE,
+                        "source": "measured in this run (switchyard bench cluster)", "notes": ""})
+    return out
+
+
+def run_validate(args) -> int:
+    rows = published_rows()
+    if not args.quick:
+        rows += host_rows(lambda s: print(s, file=sys.stderr))
+    print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    return 0 if all(r["ok"] for r in rows) else 1
