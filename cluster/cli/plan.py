@@ -74,6 +74,14 @@ def transport_floor(shape, hw, target) -> list[dict]:
 
 
 def run_plan(args) -> int:
+    try:
+        return _run_plan(args)
+    except ValueError as err:  # a profile or model that does not fit, a measurement the machine's load spoiled
+        print(f"switchyard plan: {err}", file=sys.stderr)
+        return 2
+
+
+def _run_plan(args) -> int:
     if args.validate:
         from switchyard.cluster.planning.validate_command import run_validate
 

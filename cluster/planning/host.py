@@ -67,8 +67,12 @@ def with_transports(profile: HardwareProfile, in_process_ms: float, round_trips_
     from dataclasses import replace
 
     loopback = 10e9  # same machine: bytes move through shared memory; the latency term carries the cost
-    transports = {name: Transport(name, max(0.0, ms - in_process_ms) / 1000.0, loopback)
-                  for name, ms in round_trips_ms.items()}
+    slower = {name: ms for name, ms in round_trips_ms.items() if ms <= in_process_ms}
+    if slower:  # a round trip cannot beat the same experts in process: other work skewed the measurement
+        raise ValueError(f"round trip {slower} ms is not above the experts' {in_process_ms:.2f} ms in process: the "
+                         f"machine was busy with other work (load average {os.getloadavg()[0]:.1f}); measure again "
+                         "on a quiet machine")
+    transports = {name: Transport(name, (ms - in_process_ms) / 1000.0, loopback) for name, ms in round_trips_ms.items()}
     return replace(profile, transports=transports)
 
 

@@ -18,15 +18,12 @@ BATCH, NEW_TOKENS, PROMPT = 32, 16, 32
 
 
 def host_rows(log) -> list[dict]:
-    import os
-
     from switchyard.cluster.bench.cluster import Setup, run
     from switchyard.cluster.planning.host import base_profile, with_overhead, with_transports
     from switchyard.cluster.planning.host_measure import batch1_step_s, demo_shape
     from switchyard.cluster.planning.performance import Deployment, decode_step
     from switchyard.configs.defaults import DEMO_MODEL_DIR
 
-    os.environ.setdefault("RAY_TMPDIR", "/tmp/r-plan")
     shape = demo_shape()
     profile = with_overhead(base_profile(0.0), shape, batch1_step_s())
     rows = run(DEMO_MODEL_DIR, BATCH, NEW_TOKENS, PROMPT, [Setup(2, "compiled", 1)], log)
