@@ -9,7 +9,10 @@ The graph is static, so it is rebuilt whenever the replica set changes:
 - the registry's version moves (autoscaling added or removed a replica): rebuilt between executions;
 - an execution fails because a replica died: the graph is torn down, the dead replica (found by probing
   each one) leaves the registry, and the layer is sent again on a graph over the live replicas, until the
-  deadline, then `ExpertGroupUnavailable`, as with the other transports.
+  deadline, then `ExpertGroupUnavailable`, as with the other transports;
+- a build fails (a replica died since the last ping): the same, so a dead replica never stays in the graph.
+Every build pings the replicas first and leaves the dead ones out (cluster/deployments/liveness.py): a
+replica killed while the graph was torn down is not in the next one.
 
 Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares.
 Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
@@ -32,6 +35,7 @@ from ray.dag import InputNode, MultiOutputNode
 from ray.exceptions import RayActorError, RayTaskError
 
 from switchyard.cluster.deployments.expert_group import call_group
+from switchyard.cluster.deployments.liveness import dead_among
 from switchyard.cluster.deployments.registry import LiveReplicas
 from switchyard.cluster.dispatch.transport import ExpertGroupUnavailable
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
@@ -41,10 +45,6 @@ log = logging.getLogger(__name__)
 
 def _call_group_or_none(actor, request: ExpertRequest | None) -> ExpertResponse | None:
     return None if request is None else call_group(actor, request)
-
-
-def _alive(_actor) -> bool:
-    return True
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class CompiledGraphTransport:
 
     # -- the replica set ----------------------------------------------------------------------------------
     def _build(self) -> _Graph | None:
-        self._graph_version, snapshot = self.live.snapshot()
+        self._graph_version, snapshot = self.live.snapshot(check_alive=True)
         slots = [_Slot(g, rid, actor) for g, replicas in enumerate(snapshot) for rid, actor in replicas.items()]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
@@ -182,7 +182,12 @@ class CompiledGraphTransport:
         while True:
             with self._lock:
                 self._last_use = time.monotonic()
-                graph = self._current_graph()
+                try:
+                    graph = self._current_graph()
+                except Exception as err:  # the build failed: a replica died since its ping, or is dying
+                    log.warning("compiled graph build failed (%s); retrying over the live replicas", err)
+                    self._graph, graph = None, None
+                    self.live.snapshot(check_alive=True)
                 if graph is not None:
                     inputs, pending.used = graph.split(pending.requests)
                     try:
@@ -248,9 +253,5 @@ class CompiledGraphTransport:
     def _drop_dead(self, graph: _Graph | None) -> None:
         if graph is None:
             return
-        probes = [(slot, slot.actor.__ray_call__.remote(_alive)) for slot in graph.slots]
-        for slot, probe in probes:
-            try:
-                ray.get(probe, timeout=5)
-            except (RayActorError, ray.exceptions.GetTimeoutError):
-                self.live.mark_dead(slot.group, slot.replica_id)
+        for index in dead_among({i: slot.actor for i, slot in enumerate(graph.slots)}):
+            self.live.mark_dead(graph.slots[index].group, graph.slots[index].replica_id)
