@@ -20,6 +20,10 @@ from switchyard.experts.layout import LayerExperts, load_layer_experts
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 
+class ExpertNotHeld(KeyError):
+    """A request names an expert this group does not hold: its rows would come back zero, a wrong answer."""
+
+
 class ExpertGroup:
     def __init__(self, layers: dict[int, LayerExperts], num_experts: int, kernel: ExpertKernel = "torch"):
         if kernel not in EXPERT_KERNELS:
@@ -60,6 +64,11 @@ class ExpertGroup:
         if experts is None:
             raise KeyError(f"this expert group holds no experts of layer {request.layer}")
         local = self.local_index[request.layer][request.expert_ids]  # [T, k]; -1 indexes the sentinel
+        missing = (local < 0) & (request.expert_ids >= 0)  # [T, k] asked of this group, not held by it
+        if bool(missing.any()):  # the compute would skip them: fail loudly instead (a stale placement)
+            ids = sorted(set(request.expert_ids[missing].tolist()))
+            raise ExpertNotHeld(f"layer {request.layer}: experts {ids} are not held by this group "
+                                f"(it holds {list(experts.expert_ids)})")
         hidden = request.hidden.to(experts.w13.dtype)
         if self.kernel == "vllm":
             out = vllm_kernel.fused_moe(hidden, local, request.weights, experts)

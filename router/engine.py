@@ -139,9 +139,12 @@ class Engine:
             sampled, logits = self._ready_to_sample(seqs, logits)
             next_ids = self._sample(sampled, logits)
             logprobs = self._logprobs(sampled, logits, next_ids)
-        self._in_step = []
         self._record(scheduled, time.perf_counter() - start)
-        return [self._postprocess(seq, token, logprobs.get(i)) for i, (seq, token) in enumerate(zip(sampled, next_ids))]
+        outputs = [self._postprocess(seq, token, logprobs.get(i)) for i, (seq, token) in enumerate(zip(sampled, next_ids))]
+        # only now: whatever raises before this line leaves the step's sequences half advanced (their cache
+        # written, their tokens not), and `fail_step` must end every one of them
+        self._in_step = []
+        return outputs
 
     def _build_batch(self, scheduled) -> StepBatch:
         seqs = scheduled.seqs
@@ -217,7 +220,8 @@ class Engine:
         return logits[batch.last_token_index]
 
     def fail_step(self, message: str) -> list[RequestOutput]:
-        """After `step` raised: end the sequences of that step with an error; the rest run on."""
+        """After `step` raised: end the sequences of that step with an error (those that finished in it too: their
+        last output is lost); the rest run on."""
         outputs = []
         for seq in self._in_step:
             seq.finish_reason, seq.error, seq.finish_time = "error", message, time.perf_counter()

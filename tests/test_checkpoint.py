@@ -41,8 +41,21 @@ def test_group_computes_only_its_own_experts(checkpoints):
     ids = torch.randint(0, 8, (10, 2))
     weights = torch.rand(10, 2)
     full = whole.forward(ExpertRequest(0, hidden, ids, weights)).hidden
-    parts = [g.forward(ExpertRequest(0, hidden, ids, weights)).hidden for g in (left, right)]
+    # each group is sent its own experts only (the others -1), as the router's dispatch does
+    parts = [g.forward(ExpertRequest(0, hidden, torch.where(torch.isin(ids, torch.tensor(held)), ids, -1),
+                                     weights)).hidden for g, held in ((left, [0, 1, 2, 3]), (right, [4, 5, 6, 7]))]
     torch.testing.assert_close(parts[0] + parts[1], full)
+
+
+def test_a_group_asked_for_an_expert_it_does_not_hold_fails_instead_of_computing_zeros(checkpoints):
+    from switchyard.experts.group import ExpertNotHeld
+
+    left = ExpertGroup.load(Checkpoint.open(checkpoints["mixtral"]), {0: [0, 1, 2, 3]})
+    ids = torch.tensor([[0, -1], [1, 5]])  # expert 5 lives in another group
+    with pytest.raises(ExpertNotHeld, match=r"experts \[5\] are not held"):
+        left.forward(ExpertRequest(0, torch.randn(2, 64), ids, torch.rand(2, 2)))
+    with pytest.raises(KeyError, match="no experts of layer 1"):
+        left.forward(ExpertRequest(1, torch.randn(2, 64), ids.clamp(max=3), torch.rand(2, 2)))
 
 
 @pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3"])

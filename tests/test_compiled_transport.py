@@ -119,3 +119,48 @@ def test_an_idle_graph_is_torn_down_so_replicas_stop_spinning_and_the_next_layer
         for actor in replicas:
             ray.kill(actor)
         ray.kill(get_registry(APP))
+
+
+def test_a_replica_killed_while_the_graph_is_torn_down_is_left_out_of_the_next_graph_and_the_registry(ray_serve):
+    """The death nobody saw (no call in flight, no graph): the router's follower pings it out of the registry,
+    and the next layer's graph is built over the live replicas only, not over the dead actor (which would fail
+    every build)."""
+    a0, a1 = FakeReplica.remote("g0", "k0", 2.0), FakeReplica.remote("g0", "k1", 2.0)
+    b0 = FakeReplica.remote("g1", "k2", 3.0)
+    ray.get([a.calls.remote() for a in (a0, a1, b0)])
+    transport = CompiledGraphTransport(APP, ["g0", "g1"], timeout_s=30, refresh_s=0.1, idle_teardown_s=0.5)
+    try:
+        round_trip(transport, {0: 2, 1: 2})
+        wait_until(lambda: transport._graph is None, seconds=10)
+        ray.kill(a1, no_restart=True)
+        wait_until(lambda: "k1" not in ray.get(get_registry(APP).snapshot.remote())[1]["g0"])
+        out = round_trip(transport, {0: 4, 1: 1})
+        assert torch.equal(out[0], 2.0 * request(4).hidden) and transport.replica_counts() == [1, 1]
+    finally:
+        transport.close()
+        for actor in (a0, a1, b0):
+            ray.kill(actor)
+        ray.kill(get_registry(APP))
+
+
+def test_a_replica_killed_under_the_graph_sends_the_layer_again_by_direct_calls(ray_serve):
+    """A death while the graph is up: the layer in flight comes back right (by direct calls to the live
+    replicas), and so do the next ones until a new graph is built."""
+    a0, a1 = FakeReplica.remote("g0", "d0", 2.0), FakeReplica.remote("g0", "d1", 2.0)
+    b0 = FakeReplica.remote("g1", "d2", 3.0)
+    ray.get([a.calls.remote() for a in (a0, a1, b0)])
+    transport = CompiledGraphTransport(APP, ["g0", "g1"], timeout_s=30, refresh_s=0.1)
+    try:
+        round_trip(transport, {0: 2, 1: 2})
+        pending = transport.send({0: request(6), 1: request(2)})
+        ray.kill(a1, no_restart=True)
+        out = {g: r.hidden for g, r in transport.receive(pending).items()}
+        assert torch.equal(out[0], 2.0 * request(6).hidden) and torch.equal(out[1], 3.0 * request(2).hidden)
+        for _ in range(3):
+            out = round_trip(transport, {0: 3, 1: 3})
+            assert torch.equal(out[0], 2.0 * request(3).hidden)
+    finally:
+        transport.close()
+        for actor in (a0, a1, b0):
+            ray.kill(actor)
+        ray.kill(get_registry(APP))

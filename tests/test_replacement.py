@@ -353,3 +353,47 @@ def test_a_switch_loads_switches_then_drops_and_a_failed_load_changes_nothing(ch
     assert registry.placement_state("d").needed() == (0,)
     for g, server in enumerate(servers):
         assert {k: sorted(v) for k, v in server.group.held().items()} == current.experts_of_group(g)
+
+
+def test_a_switch_whose_wait_timed_out_never_lands_later(checkpoints):
+    """The engine thread runs the switch only after the router gave up waiting (a stuck step): the tables stay,
+    the registry goes back to the old version, and the replacer's placement is the old one; all three agree."""
+    from switchyard.cluster.replacement.replacer import SwitchFailed
+
+    current, new = contiguous(LAYERS, 8, 2), round_robin(LAYERS, 8, 2)
+    switched, held = [], []
+    replacer, registry, _ = _replacer(checkpoints, current, switched)
+    replacer.timeout_s = 0.2
+
+    def between_steps(fn):  # the engine thread is busy: the switch runs later, once the wait gave up
+        import concurrent.futures
+
+        held.append(fn)
+        return concurrent.futures.Future()
+
+    replacer._call_between_steps = between_steps
+    with pytest.raises(SwitchFailed, match="could not switch"):
+        asyncio.run(replacer.apply(new))
+    held[0]()  # the step ends, the engine thread runs the queued switch: a no-op now
+    assert switched == [] and replacer.version == 0 and replacer.placement is current
+    assert registry.placement_state("d").needed() == (0,)
+
+
+def test_a_switch_that_landed_as_its_wait_timed_out_is_committed(checkpoints):
+    """The engine thread switched the tables, but its answer came after the wait gave up: the registry must not go
+    back to the old version under tables that use the new one; the switch is committed."""
+    current, new = contiguous(LAYERS, 8, 2), round_robin(LAYERS, 8, 2)
+    switched = []
+    replacer, registry, _ = _replacer(checkpoints, current, switched)
+    replacer.timeout_s = 0.2
+
+    def between_steps(fn):  # switches at once, answers never (as if the answer were lost to the timeout)
+        import concurrent.futures
+
+        fn()
+        return concurrent.futures.Future()
+
+    replacer._call_between_steps = between_steps
+    asyncio.run(replacer.apply(new))
+    assert switched == [new] and replacer.version == 1 and replacer.placement is new
+    assert registry.placement_state("d").needed() == (1,)

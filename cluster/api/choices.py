@@ -16,7 +16,7 @@ from typing import AsyncIterator
 
 from switchyard.cluster.api.logprobs import TextOffsets, TokenText, chat_logprobs, completion_logprobs
 from switchyard.cluster.api.requests import INT64, ApiError, ChatRequest, CommonRequest
-from switchyard.router.async_engine import AsyncEngine, OutputStream
+from switchyard.router.async_engine import AsyncEngine, EngineFailed, OutputStream
 from switchyard.router.generation_config import sampling_params as with_defaults
 from switchyard.router.sampling import InvalidParameter, SamplingParams
 from switchyard.router.sequence import RequestOutput, Sequence, merge_all
@@ -118,8 +118,13 @@ def start(engine: AsyncEngine, job: Job, max_unfinished: int | None) -> None:
             raise ApiError(429, f"the server is at capacity ({engine.num_unfinished} requests running or waiting); "
                                 "retry after a moment", code="too_many_requests", kind="rate_limit_error",
                            headers={"Retry-After": "1"})
-    for choice in job.choices:
-        choice.stream = engine.submit(choice.seq)
+    try:
+        for choice in job.choices:
+            choice.stream = engine.submit(choice.seq)
+    except EngineFailed as err:
+        close(job)
+        raise ApiError(503, f"the server cannot generate now ({err}); it is being restarted", kind="server_error",
+                       headers={"Retry-After": RETRY_AFTER_S}) from err
 
 
 def close(job: Job) -> None:
@@ -164,8 +169,14 @@ async def run_choices(job: Job) -> AsyncIterator[tuple[Choice, RequestOutput]]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+# A failed generation is a fault of the server (an expert group lost, the engine failed), which recovers by
+# itself within seconds (a replica restarted): the client may send the request again.
+RETRY_AFTER_S = "2"
+
+
 def _failure(output: RequestOutput) -> ApiError:
-    return ApiError(503, f"generation failed: {output.error}", kind="server_error")
+    return ApiError(503, f"generation failed: {output.error}", kind="server_error",
+                    headers={"Retry-After": RETRY_AFTER_S})
 
 
 # -- whole responses --------------------------------------------------------------------------------------

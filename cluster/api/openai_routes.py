@@ -48,6 +48,10 @@ class ServedModel:
         return self.engine.engine.config.max_num_seqs + self.max_waiting_requests
 
     def health(self) -> dict:
+        """ok, or a 503 while the engine cannot serve (it failed, or a step is stuck): a probe then restarts it."""
+        problem = self.engine.problem()
+        if problem is not None:
+            raise ApiError(503, problem, kind="server_error", code="unhealthy")
         return {"status": "ok", "model": self.name}
 
 

@@ -279,7 +279,7 @@ def register(benchmarks) -> None:
 def main(args) -> int:
     from pathlib import Path
 
-    from switchyard.cluster.engine import log_to_stderr
+    from switchyard.cluster.bench.engine import log_to_stderr
     from switchyard.configs.defaults import resolve_model
 
     model = resolve_model(args.model)

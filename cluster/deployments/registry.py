@@ -2,7 +2,9 @@
 
 Each expert-group replica registers its own actor handle when it starts and leaves when it stops, so the
 router's direct-call transports follow the replica set as autoscaling grows and shrinks it. A replica that
-dies without leaving is dropped by the router on its first failed call (`LiveReplicas.mark_dead`).
+dies without leaving is dropped by the router: on its first failed call, by the ping before every compiled
+graph is built, and by the router's follower, which pings every registered replica every few seconds
+(`LiveReplicas`, cluster/deployments/liveness.py).
 
 It also holds the app's placement, versioned, for re-placement while serving (cluster/replacement/replacer.py). Version
 0 is the placement the app was deployed with (the replicas' bound assignment); a switch to version w first
@@ -127,24 +129,39 @@ class LiveReplicas:
     Shared by the transports that call replicas' actors directly. A replica that is killed never leaves the
     registry itself, so `mark_dead` removes it there too (replica counts, cost and other routers then see only
     live replicas), and keeps it out of later snapshots that still list it. A thread keeps `latest_version`,
-    the registry's version, fresh, so a transport can tell cheaply when its own state is stale.
+    the registry's version, fresh, so a transport can tell cheaply when its own state is stale, and every
+    `sweep_every` refreshes pings the registered replicas and drops the dead ones: a replica killed while the
+    router is idle has left the registry before the next request.
     """
 
-    def __init__(self, app_name: str, group_names: list[str], refresh_s: float = 1.0):
+    def __init__(self, app_name: str, group_names: list[str], refresh_s: float = 1.0, sweep_every: int = 2):
         self.group_names = group_names
         self.registry = get_registry(app_name)
         self.latest_version = -1
         self._dead: set[str] = set()
         self._stop = threading.Event()
-        threading.Thread(target=self._follow, args=(refresh_s,), daemon=True, name="switchyard-registry-follower").start()
+        threading.Thread(target=self._follow, args=(refresh_s, sweep_every), daemon=True,
+                         name="switchyard-registry-follower").start()
 
-    def snapshot(self) -> tuple[int, list[dict[str, object]]]:
-        """(registry version, per group index: replica id -> actor handle), without replicas found dead."""
+    def snapshot(self, check_alive: bool = False) -> tuple[int, list[dict[str, object]]]:
+        """(registry version, per group index: replica id -> actor handle), without replicas found dead;
+        `check_alive` pings them first (a compiled graph over a dead actor fails to build)."""
         version, replicas = ray.get(self.registry.snapshot.remote())
         self.latest_version = version
+        if check_alive:
+            self.drop_dead(replicas)
         dead = set(self._dead)  # a copy: another thread may add to it
         return version, [{rid: actor for rid, actor in replicas.get(name, {}).items() if rid not in dead}
                          for name in self.group_names]
+
+    def drop_dead(self, replicas: dict[str, dict[str, object]]) -> int:
+        """Ping `replicas` (group name -> replica id -> actor) and mark the dead ones; how many were new."""
+        from switchyard.cluster.deployments.liveness import dead_among
+
+        index = {name: g for g, name in enumerate(self.group_names)}
+        actors = {(index[name], rid): actor for name, group in replicas.items() if name in index
+                  for rid, actor in group.items() if rid not in self._dead}
+        return sum(self.mark_dead(group, rid) for group, rid in dead_among(actors))
 
     def mark_dead(self, group: int, replica_id: str) -> bool:
         """Keep a replica out from now on; False if it was already out."""
@@ -157,9 +174,14 @@ class LiveReplicas:
     def close(self) -> None:
         self._stop.set()
 
-    def _follow(self, every_s: float) -> None:
+    def _follow(self, every_s: float, sweep_every: int) -> None:
+        ticks = 0
         while not self._stop.wait(every_s):
+            ticks += 1
             try:
+                if ticks % sweep_every == 0:
+                    _, replicas = ray.get(self.registry.snapshot.remote(), timeout=5)
+                    self.drop_dead(replicas)
                 self.latest_version = ray.get(self.registry.version.remote(), timeout=5)
             except Exception:  # the registry is briefly unreachable; keep the last version seen
                 pass

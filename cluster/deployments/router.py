@@ -44,7 +44,11 @@ def kv_cache_stats(engine: Engine) -> dict:
             "preemptions": engine.scheduler.num_preemptions}
 
 
-@serve.deployment
+# Serve asks `check_health` this often (three failures in a row: restarted), not every 10 s as by default.
+HEALTH_CHECK_PERIOD_S = 1.0
+
+
+@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S, health_check_timeout_s=10.0)
 @serve.ingress()  # the app is built per replica: __serve_build_asgi_app__
 class RouterDeployment:
     def __init__(self, config: dict, group_handles: list, deploy_id: str = ""):
@@ -75,7 +79,8 @@ class RouterDeployment:
         if tracing.enabled() and cfg.telemetry.trace_steps_every:
             engine.step_tracer = tracing.StepTracer(cfg.telemetry.trace_steps_every)
         self.steps: deque = deque(maxlen=1 << 16)  # (end time.monotonic, seconds, outputs), for benchmarks
-        self.engine = AsyncEngine(engine, on_step=self._on_step)
+        # a step waits for each layer at most expert_timeout_s: one running far past that is stuck
+        self.engine = AsyncEngine(engine, on_step=self._on_step, stuck_after_s=3 * cfg.router.expert_timeout_s + 30)
         self.telemetry.gauges = self
 
         # re-placement while serving: the routing window it fits on, and the service behind its endpoint
@@ -114,6 +119,13 @@ class RouterDeployment:
     def _on_step(self, stats, outputs) -> None:
         self.telemetry.on_step(stats.kind, stats.seconds, len(outputs))
         self.steps.append((time.monotonic(), stats.seconds, len(outputs)))
+
+    def check_health(self) -> None:
+        """Serve's health check: raises while the engine cannot serve (it failed, or a step is stuck), so Serve
+        replaces this replica."""
+        problem = self.engine.problem()
+        if problem is not None:
+            raise RuntimeError(problem)
 
     # -- what the gauges read (RouterGauges), from the scraping thread ------------------------------------
     def replica_counts(self) -> tuple[int, list[int]]:

@@ -10,6 +10,8 @@ Read top-down:
   make_transport.py          the transport the app config names
   transport.py               the `ExpertTransport` interface; Serve handles and direct actor calls
   compiled_graph.py          the default transport: a Ray Compiled Graph over the groups' replicas
-Each transport takes its replicas from the registry (cluster/deployments/registry.py) and calls the group's
-`call_group` on the other side (cluster/deployments/expert_group.py), which runs experts/.
+  graph_loops.py             ending the graph loops a router that died left running in its replicas
+Each transport takes its replicas from the registry (cluster/deployments/registry.py; dead ones are dropped,
+cluster/deployments/liveness.py) and calls the group's `call_group` on the other side
+(cluster/deployments/expert_group.py), which runs experts/.
 """

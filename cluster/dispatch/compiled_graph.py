@@ -8,11 +8,21 @@ each replica's input channel and a read from its output channel (about 0.5 ms fo
 The graph is static, so it is rebuilt whenever the replica set changes:
 - the registry's version moves (autoscaling added or removed a replica): rebuilt between executions;
 - an execution fails because a replica died: the graph is torn down, the dead replica (found by probing
-  each one) leaves the registry, and the layer is sent again on a graph over the live replicas, until the
-  deadline, then `ExpertGroupUnavailable`, as with the other transports.
+  each one) leaves the registry, and the layers in flight are sent again by direct actor calls
+  (`ActorTransport`) to the live replicas — or to the one Serve starts in place of the dead one — until the
+  deadline, then `ExpertGroupUnavailable`, as with the other transports. Layers go by direct calls for
+  `DIRECT_AFTER_BREAK_S`, then a new graph is built: a graph compiled at once over the surviving replicas
+  could hang (their loops of the broken graph still winding down), and a hung layer costs the whole deadline;
+- a build fails (a replica died since the last ping): the same, so a dead replica never stays in the graph.
+Every build pings the replicas first and leaves the dead ones out (cluster/deployments/liveness.py): a
+replica killed while the graph was torn down is not in the next one.
 
 Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares.
 Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
+
+A router that starts ends the graph loops its replicas still run for a router that died
+(graph_loops.py): such a loop waits forever on a channel nobody writes, and holds the replica's
+thread for compiled graphs, so a new graph over that replica would hang until Serve replaced it.
 
 Idle, the graph is torn down: a replica's channel reader waits by spinning (most of a core per replica, doing
 nothing), so after `idle_teardown_s` without an execution a watcher thread tears the graph down, and the next
@@ -32,19 +42,20 @@ from ray.dag import InputNode, MultiOutputNode
 from ray.exceptions import RayActorError, RayTaskError
 
 from switchyard.cluster.deployments.expert_group import call_group
+from switchyard.cluster.deployments.liveness import dead_among
 from switchyard.cluster.deployments.registry import LiveReplicas
-from switchyard.cluster.dispatch.transport import ExpertGroupUnavailable
+from switchyard.cluster.dispatch.graph_loops import end_orphaned_loops
+from switchyard.cluster.dispatch.transport import ActorTransport, ExpertGroupUnavailable
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 log = logging.getLogger(__name__)
 
+# After a replica died under a graph: direct actor calls this long, then a graph again.
+DIRECT_AFTER_BREAK_S = 10.0
+
 
 def _call_group_or_none(actor, request: ExpertRequest | None) -> ExpertResponse | None:
     return None if request is None else call_group(actor, request)
-
-
-def _alive(_actor) -> bool:
-    return True
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class _Graph:
         self.dag = dag.experimental_compile(_max_inflight_executions=max_in_flight, _submit_timeout=timeout_s)
         self.broken = False
         self.in_flight = 0  # executions not yet read back
+        self._torn_down = threading.Lock()
 
     def split(self, requests: dict[int, ExpertRequest]) -> tuple[list[ExpertRequest | None], dict[int, list[int]]]:
         """One input per slot: a group's tokens split evenly over its replicas' slots."""
@@ -84,6 +96,8 @@ class _Graph:
         return inputs, {g: [i for i in slots_of.get(g, []) if inputs[i] is not None] for g in requests}
 
     def teardown(self) -> None:
+        if not self._torn_down.acquire(blocking=False):  # once (a broken graph is torn down on a thread)
+            return
         try:
             self.dag.teardown()
         except Exception as err:  # a dead replica's loop cannot be cancelled; the live ones are
@@ -97,6 +111,7 @@ class _Pending:
     graph: _Graph | None = None
     refs: list | None = None
     used: dict[int, list[int]] | None = None
+    direct: list | None = None  # sent by direct actor calls instead (after a replica died under the graph)
 
     def __del__(self):
         # Dropped unread (a failed step abandons its other micro-batch): Ray frees the results; the count of
@@ -112,6 +127,9 @@ class CompiledGraphTransport:
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.live = LiveReplicas(app_name, group_names, refresh_s)
+        self._direct = ActorTransport(app_name, group_names, timeout_s, live=self.live)
+        self._direct_until = 0.0  # time.monotonic() until which layers go by direct calls
+        end_orphaned_loops(self.live)
         self._lock = threading.RLock()
         self._graph: _Graph | None = None
         self._graph_version = -1  # registry version the graph was built from
@@ -135,7 +153,7 @@ class CompiledGraphTransport:
 
     # -- the replica set ----------------------------------------------------------------------------------
     def _build(self) -> _Graph | None:
-        self._graph_version, snapshot = self.live.snapshot()
+        self._graph_version, snapshot = self.live.snapshot(check_alive=True)
         slots = [_Slot(g, rid, actor) for g, replicas in enumerate(snapshot) for rid, actor in replicas.items()]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
@@ -166,6 +184,7 @@ class CompiledGraphTransport:
 
     def close(self) -> None:
         self._closed.set()
+        self._direct.close()
         self.live.close()
         with self._lock:
             if self._graph is not None:
@@ -175,14 +194,22 @@ class CompiledGraphTransport:
     # -- calls --------------------------------------------------------------------------------------------
     def send(self, requests: dict[int, ExpertRequest]) -> _Pending:
         pending = _Pending(requests, time.monotonic() + self.timeout_s)
-        self._execute(pending)
+        if time.monotonic() < self._direct_until:
+            pending.direct = self._direct.send(requests)
+        else:
+            self._execute(pending)
         return pending
 
     def _execute(self, pending: _Pending) -> None:
         while True:
             with self._lock:
                 self._last_use = time.monotonic()
-                graph = self._current_graph()
+                try:
+                    graph = self._current_graph()
+                except Exception as err:  # the build failed: a replica died since its ping, or is dying
+                    log.warning("compiled graph build failed (%s); retrying over the live replicas", err)
+                    self._graph, graph = None, None
+                    self.live.snapshot(check_alive=True)
                 if graph is not None:
                     inputs, pending.used = graph.split(pending.requests)
                     try:
@@ -191,9 +218,10 @@ class CompiledGraphTransport:
                         graph.in_flight += 1
                         return
                     except Exception as err:  # Ray tore the graph down: one of its replicas died
-                        log.warning("compiled graph closed (%s); rebuilding over the live replicas", err)
-                        graph.broken = True
-                        self._drop_dead(graph)
+                        log.warning("compiled graph closed (%s); direct calls for a while", err)
+                        self._break(graph)
+                        pending.direct = self._direct.send(pending.requests)
+                        return
             # no graph (a group has no live replica yet) or it just broke: wait a little, up to the deadline
             if time.monotonic() > pending.deadline:
                 missing = [self.group_names[g] for g in pending.requests]
@@ -202,11 +230,15 @@ class CompiledGraphTransport:
 
     def called(self, pending: _Pending) -> dict[int, list[str]]:
         """The replicas that `send` gave each group's tokens to (for a dispatch span)."""
+        if pending.direct is not None:
+            return self._direct.called(pending.direct)
         slots = pending.graph.slots if pending.graph is not None else []
         return {group: [slots[i].replica_id for i in used] for group, used in (pending.used or {}).items()}
 
     def receive(self, pending: _Pending) -> dict[int, ExpertResponse]:
         while True:
+            if pending.direct is not None:
+                return self._direct.receive(pending.direct)
             remaining = pending.deadline - time.monotonic()
             try:
                 if remaining <= 0:
@@ -232,11 +264,21 @@ class CompiledGraphTransport:
                     for group, slots in pending.used.items()}
 
     def _retry_after_death(self, pending: _Pending, err: Exception) -> None:
-        log.warning("compiled graph failed (%s); rebuilding over the live replicas", type(err).__name__)
+        log.warning("compiled graph failed (%s); the layer again by direct calls", type(err).__name__)
         graph = pending.graph
         self._finish(pending, broken=True)
+        self._break(graph)
+        pending.direct = self._direct.send(pending.requests)
+
+    def _break(self, graph: _Graph | None) -> None:
+        """A replica died under `graph`: out of the registry, the graph torn down (on a thread: Ray's teardown
+        waits for the loops it cancels), direct calls for a while."""
+        self._direct_until = time.monotonic() + DIRECT_AFTER_BREAK_S
+        if graph is None:
+            return
+        graph.broken = True
         self._drop_dead(graph)
-        self._execute(pending)
+        threading.Thread(target=graph.teardown, daemon=True, name="compiled-graph-teardown").start()
 
     def _finish(self, pending: _Pending, broken: bool = False) -> None:
         graph, pending.graph = pending.graph, None
@@ -248,9 +290,5 @@ class CompiledGraphTransport:
     def _drop_dead(self, graph: _Graph | None) -> None:
         if graph is None:
             return
-        probes = [(slot, slot.actor.__ray_call__.remote(_alive)) for slot in graph.slots]
-        for slot, probe in probes:
-            try:
-                ray.get(probe, timeout=5)
-            except (RayActorError, ray.exceptions.GetTimeoutError):
-                self.live.mark_dead(slot.group, slot.replica_id)
+        for index in dead_among({i: slot.actor for i, slot in enumerate(graph.slots)}):
+            self.live.mark_dead(graph.slots[index].group, graph.slots[index].replica_id)

@@ -120,10 +120,13 @@ class _GroupReplicas:
 
 
 class ActorTransport(_OneCallPerGroup):
-    def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0):
+    def __init__(self, app_name: str, group_names: list[str], timeout_s: float = 30.0, refresh_s: float = 1.0,
+                 live: LiveReplicas | None = None):
+        """`live`: a registry view shared with another transport (the compiled graph's fallback); else its own."""
         self.group_names = group_names
         self.timeout_s = timeout_s
-        self.live = LiveReplicas(app_name, group_names, refresh_s)
+        self._owns_live = live is None
+        self.live = live if live is not None else LiveReplicas(app_name, group_names, refresh_s)
         self._groups = [_GroupReplicas() for _ in group_names]
         self._lock = threading.Lock()
         self._version = -1  # registry version of the replica lists below
@@ -145,7 +148,8 @@ class ActorTransport(_OneCallPerGroup):
             return [len(g.replicas) for g in self._groups]
 
     def close(self) -> None:
-        self.live.close()
+        if self._owns_live:
+            self.live.close()
 
     # -- calls --------------------------------------------------------------------------------------------
     def _send_one(self, group: int, request: ExpertRequest) -> _Call:

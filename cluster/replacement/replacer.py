@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -94,18 +95,19 @@ class Replacer:
             raise SwitchFailed(f"loading the new experts failed, the old placement serves on: {err}") from err
         loaded = time.perf_counter()
         prepared = self._prepare(placement)
-        cancelled = []
+        outcome = _Outcome()
 
         def switch() -> None:  # on the engine thread; a no-op once the wait for it gave up
-            if not cancelled:
-                self._switch(prepared)
+            outcome.decide("switched", lambda: self._switch(prepared))
 
         try:
             await asyncio.wait_for(asyncio.wrap_future(self._call_between_steps(switch)), self.timeout_s)
-        except BaseException as err:  # a step stuck past the timeout, or the engine shutting down: old tables
-            cancelled.append(True)
-            await self.registry.end_switch.remote(self.deploy_id, target, False)
-            raise SwitchFailed(f"the router could not switch its tables: {err}") from err
+        except BaseException as err:  # a step stuck past the timeout, or the engine failed: old tables, unless
+            # the switch landed just as the wait gave up, in which case it is committed like any other
+            if outcome.decide("cancelled") == "cancelled":
+                await self.registry.end_switch.remote(self.deploy_id, target, False)
+                raise SwitchFailed(f"the router could not switch its tables: {err}") from err
+            log.warning("the switch landed as its wait gave up (%s); committing it", type(err).__name__)
         switched = time.perf_counter()
         await self.registry.end_switch.remote(self.deploy_id, target, True)
         self.placement, self.version = placement, target
@@ -148,3 +150,22 @@ class Replacer:
                 return f"{op} not done within {self.timeout_s:.0f}s"
             await asyncio.sleep(POLL_S)
 
+
+class _Outcome:
+    """How one switch ends, decided once: the engine thread switches the tables, or the wait for it gives up,
+    whichever comes first. A switch whose wait timed out never lands later, and one that landed is never
+    reverted in the registry while the router's tables use it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.state: str | None = None
+
+    def decide(self, state: str, action=None) -> str:
+        """Set `state` (running `action` first, under the lock) unless one is set already; the state that holds.
+        An action that raises decides nothing."""
+        with self._lock:
+            if self.state is None:
+                if action is not None:
+                    action()
+                self.state = state
+            return self.state
