@@ -165,8 +165,14 @@ async def run_choices(job: Job) -> AsyncIterator[tuple[Choice, RequestOutput]]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+# A failed step is most often an expert group with no live replica: Serve starts one in its place within seconds
+# to minutes (a new node, the weights to load); the client should come back rather than give up.
+FAILURE_RETRY_AFTER_S = 5
+
+
 def _failure(output: RequestOutput) -> ApiError:
-    return ApiError(503, f"generation failed: {output.error}", kind="server_error")
+    return ApiError(503, f"generation failed: {output.error}", kind="server_error",
+                    headers={"Retry-After": str(FAILURE_RETRY_AFTER_S)})
 
 
 # -- whole responses --------------------------------------------------------------------------------------
