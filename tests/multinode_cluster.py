@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import ray
 from ray import serve
@@ -28,11 +29,20 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 << 20}
 class MultiNode:
     """The cluster, its Serve HTTP address, and the worker node of each expert group (replaced ones included)."""
 
-    def __init__(self, num_groups: int = 2):
+    def __init__(self, num_groups: int = 2, attempts: int = 3):
         os.makedirs(TEMP_DIR, exist_ok=True)
-        self.cluster = Cluster(initialize_head=True, head_node_args={
-            **NODE_ARGS, "labels": {NODE_TYPE: "router"}, "include_dashboard": False, "temp_dir": TEMP_DIR})
-        self.group_nodes = {g: self.add_group_node(g) for g in range(num_groups)}
+        for attempt in range(attempts):
+            # Ray gives a node 30 s to register with the GCS; on a machine busy with other work it can miss that
+            try:
+                self.cluster = Cluster(initialize_head=True, head_node_args={
+                    **NODE_ARGS, "labels": {NODE_TYPE: "router"}, "include_dashboard": False, "temp_dir": TEMP_DIR})
+                self.group_nodes = {g: self.add_group_node(g) for g in range(num_groups)}
+                break
+            except Exception:
+                if getattr(self, "cluster", None) is not None:
+                    self.cluster.shutdown()
+                if attempt == attempts - 1:
+                    raise
         ray.init(address=self.cluster.address, log_to_driver=False)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -61,11 +71,12 @@ class MultiNode:
         return {n["NodeID"]: n.get("Labels", {}) for n in ray.nodes() if n["Alive"]}
 
     def shutdown(self) -> None:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            self.cluster.shutdown()
+        # Bounded: serve.shutdown waits forever on a controller whose node died (a test may have lost the head).
+        stopping = threading.Thread(target=serve.shutdown, daemon=True)
+        stopping.start()
+        stopping.join(60)
+        ray.shutdown()
+        self.cluster.shutdown()
 
 
 def node_placement_config(config: dict) -> dict:

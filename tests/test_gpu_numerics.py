@@ -51,6 +51,7 @@ def first_difference(ours: list[int], theirs: list[int]) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3"])
 def test_bfloat16_greedy_agrees_with_transformers_bfloat16(family, checkpoints):
     path = checkpoints[family]
@@ -86,6 +87,6 @@ def test_engine_on_the_device_returns_logits_there(checkpoints):
     batch = StepBatch.scratch_prefill(prompts, engine.cache)
     with torch.inference_mode():
         logits = forward_step(engine.model, engine.experts, engine.cache, batch)
-    assert logits.device.type == DEVICE and logits.dtype == torch.bfloat16
+    assert logits.device.type == DEVICE and engine.model.dtype == torch.bfloat16
     assert logits.shape == (len(prompts), engine.model.config.vocab_size)
     assert torch.isfinite(logits.float()).all()

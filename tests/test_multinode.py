@@ -149,9 +149,21 @@ class Clients:
         return self.results
 
 
-@pytest.mark.parametrize("transport", ["compiled", "actor", "handle"])
+@pytest.mark.parametrize("transport", ["actor", "handle"])
 def test_losing_a_groups_node_fails_fast_and_recovers_on_a_new_node(multinode, checkpoints, reference_texts,
                                                                      transport):
+    lose_a_node_and_recover(multinode, checkpoints, reference_texts, transport)
+
+
+# Last in the file (the multi-node tests keep their order): when it fails as expected, the head node is gone.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="Ray's raylet aborts (experimental_mutable_object_provider.cc:154, "
+                   "'Check failed: WriteAcquire ... Channel closed', https://github.com/ray-project/ray/issues/63229) "
+                   "on the router's node when a compiled graph's channels to a lost node close; the head dies with it")
+def test_losing_a_groups_node_under_the_compiled_graph(multinode, checkpoints, reference_texts):
+    lose_a_node_and_recover(multinode, checkpoints, reference_texts, "compiled")
+
+
+def lose_a_node_and_recover(multinode, checkpoints, reference_texts, transport: str) -> None:
     name = f"lost{transport}"
     url = deploy(multinode, checkpoints, name, transport)
     clients = None
@@ -188,7 +200,14 @@ def test_losing_a_groups_node_fails_fast_and_recovers_on_a_new_node(multinode, c
     finally:
         if clients is not None:
             clients.stop()
-        serve.delete(name)
+        delete_within(name, 120)
+
+
+def delete_within(app: str, timeout_s: float) -> None:
+    """serve.delete, given up on after `timeout_s` (it waits forever on a Serve controller whose node died)."""
+    done = threading.Thread(target=serve.delete, args=(app,), daemon=True)
+    done.start()
+    done.join(timeout_s)
 
 
 def _json_or_text(r: httpx.Response):
