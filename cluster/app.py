@@ -54,7 +54,7 @@ def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] 
     bound_groups = []
     for index in range(config.num_groups):
         assignment = placement.experts_of_group(index)
-        options = with_env(pool.deployment_options(), env or {})
+        options = with_env(pool.deployment_options(index), env or {})
         if pool.autoscaling is not None:  # Serve's delays and bounds (deployment_options) around our policy
             options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from switchyard.configs.engine import AdaptiveRouting, DType, EngineConfig, ExpertKernel, parse_bytes
+from switchyard.configs.node_placement import NodePlacement
 
 
 class _Strict(BaseModel):
@@ -91,16 +92,19 @@ class Pool(_Strict):
     autoscaling: Autoscaling | None = None
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica")
     max_ongoing_requests: int = Field(64, ge=1)
+    nodes: NodePlacement = Field(default_factory=NodePlacement,
+                                 description="which nodes the replicas may run on (configs/node_placement.py)")
 
-    def ray_actor_options(self) -> dict:
+    def ray_actor_options(self, group: int | None = None) -> dict:
         options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         if self.memory_bytes:
             options["memory"] = self.memory_bytes
-        return options
+        return options | self.nodes.for_group(group).ray_actor_options()
 
-    def deployment_options(self) -> dict:
-        options: dict = {"ray_actor_options": self.ray_actor_options(),
-                         "max_ongoing_requests": self.max_ongoing_requests}
+    def deployment_options(self, group: int | None = None) -> dict:
+        """Serve's options of the pool's deployment; `group`: the expert group's, `{group}` filled in."""
+        options: dict = {"ray_actor_options": self.ray_actor_options(group),
+                         "max_ongoing_requests": self.max_ongoing_requests, **self.nodes.deployment_options()}
         if self.autoscaling is not None:
             options["autoscaling_config"] = self.autoscaling.to_serve()
         else:
@@ -226,6 +230,13 @@ class AppConfig(_Strict):
                              "device 'cuda'; use router.kv_cache_memory on the CPU")
         if self.router.gpu_memory_utilization is not None and self.router.kv_cache_memory is not None:
             raise ValueError("set one of router.kv_cache_memory and router.gpu_memory_utilization, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _group_in_router_nodes(self):
+        if self.router_pool.nodes.uses_group():
+            raise ValueError("router_pool.nodes: '{group}' stands for an expert group's index and is only filled in "
+                             "expert_pool.nodes; name the router's resources and labels plainly")
         return self
 
     @model_validator(mode="after")

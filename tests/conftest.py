@@ -17,6 +17,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NUMERICS_DEVICE = os.environ.get("SWITCHYARD_TEST_DEVICE", "cpu")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests on the multi-node cluster run last: it takes over this process's Ray connection from `ray_serve`."""
+    items.sort(key=lambda item: "multinode" in item.fixturenames)  # a stable sort: the others keep their order
+
+
 def pytest_configure(config):
     if NUMERICS_DEVICE == "cpu":
         return
@@ -61,8 +66,33 @@ def ray_serve():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Logical CPUs above the 2 cores: replicas take fractions and mostly wait on each other.
+    if _multinode:
+        pytest.fail("ray_serve after the multi-node cluster took this process's Ray connection: the multi-node "
+                    "tests must run last (pytest_collection_modifyitems)")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    if ray.is_initialized() and not _multinode:  # else the multi-node fixture shut it down already
+        serve.shutdown()
+        ray.shutdown()
+
+
+_multinode: list = []  # the multi-node cluster, once started
+
+
+@pytest.fixture(scope="session")
+def multinode():
+    """A head and one worker node per expert group on real Ray (tests/multinode_cluster.py), shared by the tests
+    that use it. Started after the single-node `ray_serve` is shut down: one process, one Ray cluster."""
+    import ray
+    from ray import serve
+
+    from multinode_cluster import MultiNode
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+    cluster = MultiNode()
+    _multinode.append(cluster)
+    yield cluster
+    cluster.shutdown()

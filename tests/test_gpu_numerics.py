@@ -1,6 +1,8 @@
 """On a GPU: the engine's default there (bfloat16) against transformers in bfloat16 on the same GPU.
 
-Skipped without CUDA. The float32 checks on the GPU (logits to 1e-4, greedy tokens identical) are
+Without CUDA the same tests run on the CPU, in bfloat16 asked for explicitly: everything up to the device (the
+inputs built by the helpers the CPU tests use, the engine's and transformers' calls) runs on every CPU run of
+the suite, so a changed signature fails there first, not the first time a GPU runs it. The float32 checks on the GPU (logits to 1e-4, greedy tokens identical) are
 test_numerics.py run with SWITCHYARD_TEST_DEVICE=cuda; scripts/gpu_check.sh runs both.
 
 In bfloat16 two correct implementations round differently, so greedy sequences may part after a while; exact
@@ -18,11 +20,16 @@ from transformers import AutoModelForCausalLM
 
 from switchyard.cluster.bench.engine import left_padded
 from switchyard.configs.engine import EngineConfig
+from switchyard.router.batch import StepBatch
 from switchyard.router.engine import Engine
+from switchyard.router.expert_backend import forward_step
 from switchyard.router.sampling import SamplingParams
 from test_numerics import random_prompts
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+# On the GPU, the engine's default dtype there (it must be bfloat16); on the CPU fallback, bfloat16 asked for.
+DTYPE = "auto" if ON_GPU else "bfloat16"
 
 NEW_TOKENS = 32
 TOP = 10
@@ -44,13 +51,13 @@ def first_difference(ours: list[int], theirs: list[int]) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3"])
 def test_bfloat16_greedy_agrees_with_transformers_bfloat16(family, checkpoints):
-    if "device" not in EngineConfig.__dataclass_fields__:
-        pytest.skip("EngineConfig has no device yet (issue #13, the engine core's part)")
     path = checkpoints[family]
-    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval().cuda()
-    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=128, device="cuda"))
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval().to(DEVICE)
+    engine = Engine.from_pretrained(path, EngineConfig(max_num_seqs=8, max_model_len=128, device=DEVICE,
+                                                       dtype=DTYPE))
     assert engine.model.dtype == torch.bfloat16, "bfloat16 is the default on CUDA"
     prompts = random_prompts(3, (5, 17, 9, 2, 12))
     outputs = engine.generate(prompts, SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True,
@@ -71,19 +78,15 @@ def test_bfloat16_greedy_agrees_with_transformers_bfloat16(family, checkpoints):
     print(f"{family}: greedy tokens identical to transformers for {agreed} of {NEW_TOKENS} (bfloat16)")
 
 
-def test_engine_on_cuda_returns_logits_on_cuda(checkpoints):
-    """No tensor silently stays on the CPU: the step's logits come back on the GPU, in bfloat16's model."""
-    if "device" not in EngineConfig.__dataclass_fields__:
-        pytest.skip("EngineConfig has no device yet (issue #13, the engine core's part)")
-    from switchyard.router.batch import StepBatch
-    from switchyard.router.expert_backend import forward_step
-
+def test_engine_on_the_device_returns_logits_there(checkpoints):
+    """No tensor silently stays on the CPU: the step's logits come back on the GPU, in bfloat16's model. The
+    batch is built as the CPU numerics tests build theirs (`StepBatch.scratch_prefill`)."""
     engine = Engine.from_pretrained(checkpoints["qwen3_moe"], EngineConfig(max_num_seqs=4, max_model_len=64,
-                                                                          device="cuda"))
+                                                                          device=DEVICE, dtype=DTYPE))
     prompts = random_prompts(1)
-    batch = StepBatch.build(prompts, [0] * len(prompts), list(range(len(prompts))))
+    batch = StepBatch.scratch_prefill(prompts, engine.cache)
     with torch.inference_mode():
         logits = forward_step(engine.model, engine.experts, engine.cache, batch)
-    assert logits.device.type == "cuda"
+    assert logits.device.type == DEVICE and engine.model.dtype == torch.bfloat16
     assert logits.shape == (len(prompts), engine.model.config.vocab_size)
     assert torch.isfinite(logits.float()).all()

@@ -367,3 +367,53 @@ def test_the_otlp_traces_endpoint_value_reaches_every_replica(rayservice_validat
     assert replica_env(config.telemetry.otlp_traces_endpoint, {}) == {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{url}/v1/traces"}
     assert AppConfig.model_validate(app_args(the(render({}), "RayService"))).telemetry.otlp_traces_endpoint is None
+
+
+# -- pools on node types -------------------------------------------------------------------------------------
+def _per_group_workers(groups: int) -> list[dict]:
+    return [_expert_group(groupName=f"experts-{g}", rayLabels={"switchyard.io/expert-group": str(g)},
+                          rayResources={"expert-node": 1}) for g in range(groups)]
+
+
+def test_each_expert_group_gets_a_worker_group_by_label(rayservice_validator):
+    values = {"expertWorkers": _per_group_workers(2),
+              "routerWorkers": {"rayLabels": {"switchyard.io/node-type": "router"}},
+              "switchyard": {"expert_pool": {"nodes": {"label_selector": {"switchyard.io/expert-group": "{group}"},
+                                                       "resources": {"expert-node": 1},
+                                                       "max_replicas_per_node": 1}},
+                             "router_pool": {"nodes": {"label_selector": {"switchyard.io/node-type": "router"}}}}}
+    rayservice = the(render(values), "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    router, *experts = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert router["labels"] == {"switchyard.io/node-type": "router"} and "resources" not in router
+    assert [g["labels"] for g in experts] == [{"switchyard.io/expert-group": "0"}, {"switchyard.io/expert-group": "1"}]
+    assert all(g["resources"] == {"expert-node": "1"} for g in experts)
+    args = app_args(rayservice)
+    assert args["expert_pool"]["nodes"]["label_selector"] == {"switchyard.io/expert-group": "{group}"}
+    from switchyard.configs.serve import AppConfig
+
+    options = AppConfig.model_validate(args).expert_pool.deployment_options(1)
+    assert options["ray_actor_options"]["label_selector"] == {"switchyard.io/expert-group": "1"}
+    assert options["max_replicas_per_node"] == 1
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"expertWorkers": _per_group_workers(1),
+      "switchyard": {"expert_pool": {"nodes": {"label_selector": {"switchyard.io/expert-group": "{group}"}}}}},
+     r"switchyard.expert_pool.nodes.label_selector: switchyard.io/expert-group=1 \(group 1\) is a label of no "
+     r"expertWorkers group"),
+    ({"switchyard": {"expert_pool": {"nodes": {"resources": {"expert-node": 1}}}}},
+     r"switchyard.expert_pool.nodes.resources: expert-node: 1 \(group 0\) is more than any expertWorkers group"),
+    ({"switchyard": {"router_pool": {"nodes": {"label_selector": {"tier": "router"}}}}},
+     r"switchyard.router_pool.nodes.label_selector: tier=router \(group 0\) is a label of no routerWorkers group"),
+])
+def test_a_node_placement_no_worker_group_offers_is_refused(values, message):
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_a_bad_node_placement_is_refused_by_the_schema():
+    with pytest.raises(helm.HelmError) as err:
+        render({"switchyard": {"expert_pool": {"nodes": {"max_replicas_per_node": 0}}}})
+    assert "/switchyard/expert_pool/nodes/max_replicas_per_node" in str(err.value)

@@ -45,6 +45,14 @@ def test_serve_config_files_validate(name):
     ({"model": ""}, "model"),
     ({"unknown_field": 1}, "unknown_field"),
     ({"router": {"adaptive_routing": {"mode": "threshold", "value": 2.0}}}, "router.adaptive_routing"),
+    ({"expert_pool": {"nodes": {"label_selector": {"switchyard.io/expert-group": "in(0,"}}}},
+     "expert_pool.nodes.label_selector"),
+    ({"expert_pool": {"nodes": {"label_selector": {"bad key!": "x"}}}}, "expert_pool.nodes.label_selector"),
+    ({"expert_pool": {"nodes": {"resources": {"GPU": 1}}}}, "expert_pool.nodes.resources"),
+    ({"expert_pool": {"nodes": {"resources": {"expert-node": 0}}}}, "expert_pool.nodes.resources"),
+    ({"expert_pool": {"nodes": {"max_replicas_per_node": 0}}}, "expert_pool.nodes.max_replicas_per_node"),
+    ({"expert_pool": {"nodes": {"spread": True}}}, "expert_pool.nodes.spread"),
+    ({"router_pool": {"nodes": {"resources": {"group-{group}": 1}}}}, "router_pool.nodes"),
 ])
 def test_bad_app_config_names_the_field(change, field):
     with pytest.raises(ValidationError) as err:
@@ -206,3 +214,22 @@ def test_serve_flags_set_devices_and_the_kv_cache():
     config = AppConfig.model_validate(raw)
     assert (config.device, config.group_device, config.dtype) == ("cuda", "cpu", "float16")
     assert (config.router.kv_cache_memory, config.router.block_size) == (512 << 20, 8)
+
+
+def test_node_placement_reaches_each_groups_deployment_options():
+    """`{group}` is each expert group's index in its Serve options; Serve itself takes them (`.options` checks
+    ray_actor_options' keys)."""
+    from switchyard.cluster.deployments.expert_group import ExpertGroupDeployment
+
+    config = AppConfig.model_validate({"model": "m", "num_groups": 3, "expert_pool": {"nodes": {
+        "label_selector": {"switchyard.io/expert-group": "{group}", "zone": "!us-east-1a"},
+        "resources": {"experts-{group}": 1}, "max_replicas_per_node": 1}}})
+    for group in range(3):
+        options = config.expert_pool.deployment_options(group)
+        assert options["ray_actor_options"]["label_selector"] == {"switchyard.io/expert-group": str(group),
+                                                                  "zone": "!us-east-1a"}
+        assert options["ray_actor_options"]["resources"] == {f"experts-{group}": 1}
+        deployment = ExpertGroupDeployment.options(name=f"g{group}", **options)
+        assert deployment.ray_actor_options["label_selector"]["switchyard.io/expert-group"] == str(group)
+        assert deployment._replica_config.max_replicas_per_node == 1
+    assert "label_selector" not in config.router_pool.deployment_options()["ray_actor_options"]

@@ -276,11 +276,22 @@ def test_vllm_kernel_on_another_device_is_refused():
 CUDA_TOLERANCE = {torch.float32: 2e-3, torch.bfloat16: 3e-2}
 
 
-@needs_cuda_vllm
+@pytest.fixture
+def cuda_kernel(monkeypatch):
+    """(device, prepack, fused_moe) of the CUDA kernel's path: vLLM's on a GPU with its CUDA build; elsewhere the
+    same path (`vllm_cuda`'s checks and argument preparation) on CPU tensors up to vLLM's call, which is replaced
+    by its documented arithmetic, so the test's every line runs on each CPU run and cannot rot unseen."""
+    if _runs_here("cuda"):
+        return "cuda", prepack, fused_moe
+    monkeypatch.setattr(vllm_cuda, "load", lambda: fused_experts_as_documented)
+    return "cpu", vllm_cuda.check_weights, vllm_cuda.fused_moe
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("hidden,inter", [(64, 32), (128, 40)])
 @pytest.mark.parametrize("num_tokens", [1, 7, 64, 300])
-def test_cuda_kernel_matches_expert_forward(dtype, hidden, inter, num_tokens):
+def test_cuda_kernel_matches_expert_forward(dtype, hidden, inter, num_tokens, cuda_kernel):
+    device, prepack_on, fused_moe_on = cuda_kernel
     torch.manual_seed(0)
     num_experts, top_k = 8, 3
     w13 = (torch.randn(num_experts, 2 * inter, hidden) * 0.1).to(dtype)  # [n, 2I, H]
@@ -288,9 +299,9 @@ def test_cuda_kernel_matches_expert_forward(dtype, hidden, inter, num_tokens):
     x = torch.randn(num_tokens, hidden).to(dtype)
     ids, weights = random_routing(num_tokens, num_experts, top_k, seed=num_tokens)
     expected = expert_forward(x.float(), ids, weights, w13.float(), w2.float())  # on the CPU, in float32
-    packed = prepack(LayerExperts(0, tuple(range(num_experts)), w13.cuda(), w2.cuda()))
-    ours = fused_moe(x.cuda(), ids.cuda(), weights.cuda(), packed)
-    assert ours.device.type == "cuda" and ours.dtype == dtype
+    packed = prepack_on(LayerExperts(0, tuple(range(num_experts)), w13.to(device), w2.to(device)))
+    ours = fused_moe_on(x.to(device), ids.to(device), weights.to(device), packed)
+    assert ours.device.type == device and ours.dtype == dtype
     ours = ours.float().cpu()
     if num_tokens > 1:
         assert ours[0].abs().max() == 0, "a token with every slot -1 gets nothing"

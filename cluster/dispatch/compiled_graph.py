@@ -17,7 +17,9 @@ The graph is static, so it is rebuilt whenever the replica set changes:
 Every build pings the replicas first and leaves the dead ones out (cluster/deployments/liveness.py): a
 replica killed while the graph was torn down is not in the next one.
 
-Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares.
+Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares;
+where a group has replicas on the router's own node, the graph takes only those (locality.py: a channel to
+another node costs a network hop each way), and the others stand by for when they die.
 Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
 
 A router that starts ends the graph loops its replicas still run for a router that died
@@ -45,6 +47,7 @@ from switchyard.cluster.deployments.expert_group import call_group
 from switchyard.cluster.deployments.liveness import dead_among
 from switchyard.cluster.deployments.registry import LiveReplicas
 from switchyard.cluster.dispatch.graph_loops import end_orphaned_loops
+from switchyard.cluster.dispatch.locality import ReplicaNodes, local_first, this_node
 from switchyard.cluster.dispatch.transport import ActorTransport, ExpertGroupUnavailable
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
@@ -130,6 +133,8 @@ class CompiledGraphTransport:
         self._direct = ActorTransport(app_name, group_names, timeout_s, live=self.live)
         self._direct_until = 0.0  # time.monotonic() until which layers go by direct calls
         end_orphaned_loops(self.live)
+        self.nodes, self.here = ReplicaNodes(), this_node()
+        self._live_counts: list[int] | None = None  # live replicas per group at the last build
         self._lock = threading.RLock()
         self._graph: _Graph | None = None
         self._graph_version = -1  # registry version the graph was built from
@@ -154,7 +159,12 @@ class CompiledGraphTransport:
     # -- the replica set ----------------------------------------------------------------------------------
     def _build(self) -> _Graph | None:
         self._graph_version, snapshot = self.live.snapshot(check_alive=True)
-        slots = [_Slot(g, rid, actor) for g, replicas in enumerate(snapshot) for rid, actor in replicas.items()]
+        self._live_counts = [len(replicas) for replicas in snapshot]
+        self.nodes.learn({rid: actor for replicas in snapshot for rid, actor in replicas.items()})
+        slots = []
+        for g, replicas in enumerate(snapshot):
+            ids = local_first(list(replicas), [self.nodes.node_of(rid) for rid in replicas], self.here)
+            slots += [_Slot(g, rid, replicas[rid]) for rid in ids]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
         self.builds += 1
@@ -173,13 +183,13 @@ class CompiledGraphTransport:
         return None if self._graph is None or self._graph.broken else self._graph
 
     def replica_counts(self) -> list[int]:
-        """Live replicas per group: the graph's, or before the first layer (no graph yet) the registry's.
-        Lock-free (one read of the graph reference), so /metrics never waits behind a layer in flight."""
-        graph = self._graph
-        if graph is not None and not graph.broken:
-            groups = [s.group for s in graph.slots]
-        else:
-            groups = [g for g, replicas in enumerate(self.live.snapshot()[1]) for _ in replicas]
+        """Live replicas per group: those the graph was built from (the graph may use only the local ones), or
+        before the first layer (no graph yet) the registry's. Lock-free (one read of the graph reference), so
+        /metrics never waits behind a layer in flight."""
+        graph, counts = self._graph, self._live_counts
+        if graph is not None and not graph.broken and counts is not None:
+            return list(counts)
+        groups = [g for g, replicas in enumerate(self.live.snapshot()[1]) for _ in replicas]
         return [groups.count(g) for g in range(len(self.group_names))]
 
     def close(self) -> None:

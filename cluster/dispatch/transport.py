@@ -7,7 +7,7 @@ responses. Implementations:
   request path (routing, queue-length probes, metrics).
 - `ActorTransport`: direct calls into the replicas' actors (`__ray_call__`), replicas taken from the
   registry that every group replica joins, so the set follows autoscaling. The router picks the replica
-  with the fewest calls in flight.
+  with the fewest calls in flight, among those on its own node where the group has any (locality.py).
 - `CompiledGraphTransport` (compiled_transport.py): a Ray Compiled Graph over the same registry's replicas;
   shared-memory channels instead of a task submission per call.
 
@@ -28,6 +28,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from switchyard.cluster.deployments.expert_group import call_group
 from switchyard.cluster.deployments.registry import LiveReplicas
+from switchyard.cluster.dispatch.locality import ReplicaNodes, local_first, this_node
 from switchyard.experts.messages import ExpertRequest, ExpertResponse
 
 
@@ -127,6 +128,7 @@ class ActorTransport(_OneCallPerGroup):
         self.timeout_s = timeout_s
         self._owns_live = live is None
         self.live = live if live is not None else LiveReplicas(app_name, group_names, refresh_s)
+        self.nodes, self.here = ReplicaNodes(), this_node()
         self._groups = [_GroupReplicas() for _ in group_names]
         self._lock = threading.Lock()
         self._version = -1  # registry version of the replica lists below
@@ -135,6 +137,7 @@ class ActorTransport(_OneCallPerGroup):
     # -- the replica set ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         version, snapshot = self.live.snapshot()
+        self.nodes.learn({rid: actor for replicas in snapshot for rid, actor in replicas.items()})
         with self._lock:
             if version == self._version:
                 return
@@ -162,7 +165,9 @@ class ActorTransport(_OneCallPerGroup):
             self.refresh()
         while True:
             with self._lock:
-                replicas = self._groups[call.group].replicas
+                replicas = local_first(self._groups[call.group].replicas,
+                                       [self.nodes.node_of(r.replica_id) for r in self._groups[call.group].replicas],
+                                       self.here)
                 if replicas:
                     least = min(r.in_flight for r in replicas)
                     candidates = [r for r in replicas if r.in_flight == least]

@@ -241,6 +241,18 @@ spec:
   maxReplicas: {{ $node.maxReplicas }}
   rayStartParams:
     {{- toYaml (merge (dict "num-gpus" (toString (int $node.resources.gpu))) (default (dict) $node.rayStartParams)) | nindent 4 }}
+  {{- with $node.rayLabels }}
+  labels:
+    {{- range $key, $value := . }}
+    {{ $key }}: {{ $value | toString | quote }}
+    {{- end }}
+  {{- end }}
+  {{- with $node.rayResources }}
+  resources:
+    {{- range $name, $amount := . }}
+    {{ $name }}: {{ $amount | toString | quote }}
+    {{- end }}
+  {{- end }}
   template:
     {{- include "switchyard.podTemplate" . | nindent 4 }}
 {{- end }}

@@ -54,8 +54,48 @@ Checks that span several values, which values.schema.json cannot express. Each f
 {{- if gt (float64 (default 0 $pool.num_gpus)) (float64 $expertGpus) }}
 {{- fail (printf "switchyard.expert_pool.num_gpus (%v) is more than any expert worker group has (%d GPUs a pod): no node could take an expert-group replica" $pool.num_gpus $expertGpus) }}
 {{- end }}
+{{- $groupCount := int (default 2 $v.switchyard.num_groups) }}
+{{- include "switchyard.validateNodes" (dict "field" "switchyard.expert_pool.nodes" "pool" $v.switchyard.expert_pool "workers" $v.expertWorkers "groups" (until $groupCount) "what" "expertWorkers") }}
+{{- include "switchyard.validateNodes" (dict "field" "switchyard.router_pool.nodes" "pool" $v.switchyard.router_pool "workers" (list $v.routerWorkers) "groups" (list 0) "what" "routerWorkers") }}
 {{- $pool = default (dict) $v.switchyard.router_pool }}
 {{- if gt (float64 (default 0 $pool.num_gpus)) (float64 $v.routerWorkers.resources.gpu) }}
 {{- fail (printf "switchyard.router_pool.num_gpus (%v) is more than a router worker pod has (routerWorkers.resources.gpu = %d)" $pool.num_gpus (int $v.routerWorkers.resources.gpu)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A pool's node placement must be offered by some worker group, for every expert group ("{group}" filled in):
+else its replicas would wait for a node that never comes. Label values with Ray's operators (!v, in(...)) are
+left to Ray.
+*/}}
+{{- define "switchyard.validateNodes" -}}
+{{- $nodes := default (dict) (default (dict) .pool).nodes }}
+{{- $workers := .workers }}
+{{- $field := .field }}
+{{- $what := .what }}
+{{- range $g := .groups }}
+{{- range $key, $value := default (dict) $nodes.label_selector }}
+{{- if not (or (hasPrefix "!" $value) (hasPrefix "in(" $value)) }}
+{{- $k := replace "{group}" (toString $g) $key }}
+{{- $want := replace "{group}" (toString $g) $value }}
+{{- $found := false }}
+{{- range $workers }}
+{{- if eq (toString (get (default (dict) .rayLabels) $k)) $want }}{{- $found = true }}{{- end }}
+{{- end }}
+{{- if not $found }}
+{{- fail (printf "%s.label_selector: %s=%s (group %d) is a label of no %s group; add it to one's rayLabels" $field $k $want (int $g) $what) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $key, $amount := default (dict) $nodes.resources }}
+{{- $name := replace "{group}" (toString $g) $key }}
+{{- $found := false }}
+{{- range $workers }}
+{{- if ge (float64 (default 0 (get (default (dict) .rayResources) $name))) (float64 $amount) }}{{- $found = true }}{{- end }}
+{{- end }}
+{{- if not $found }}
+{{- fail (printf "%s.resources: %s: %v (group %d) is more than any %s group offers in rayResources" $field $name $amount (int $g) $what) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
