@@ -5,10 +5,10 @@ Each benchmark in cluster/bench/ registers its own subcommand (`register(benchma
 
 from __future__ import annotations
 
-from switchyard.cluster.bench import (affinity, autoscale, cluster, engine, experts, kv_cache, otel, replace, sampling,
-                                      serve, tracing)
+from switchyard.cluster.bench import (affinity, autoscale, cluster, engine, experts, kv_cache, otel, replace, round_trip,
+                                      sampling, serve, tracing)
 
-BENCHMARKS = (engine, cluster, serve, autoscale, affinity, replace, tracing, sampling, kv_cache, otel, experts)
+BENCHMARKS = (engine, cluster, round_trip, serve, autoscale, affinity, replace, tracing, sampling, kv_cache, otel, experts)
 
 
 def register(sub, engine_flags) -> None:
