@@ -27,7 +27,7 @@ def step():
     for _ in range(12):  # as many matmul pairs as the demo model's layers x 2
         h = torch.relu(h @ w1) @ w2 / 2048
     return h
-for _ in range(20):
+for _ in range(5):
     step()
 times, end = [], time.monotonic() + {seconds}
 while time.monotonic() < end:
@@ -57,6 +57,7 @@ def main() -> None:
             done = subprocess.run([sys.executable, "-c", STEP.replace("{seconds}", str(args.seconds))],
                                   env={**base, **env}, capture_output=True, text=True, check=True)
             results[name].append(float(done.stdout))
+            print(f"round {len(loads)}: {name}: {results[name][-1]:.2f} ms", flush=True)
     print(f"{os.cpu_count()} cores; 1-min load before each round: {', '.join(f'{l:.1f}' for l in loads)}")
     for name, values in results.items():
         print(f"{name:<44} median step {statistics.median(values):6.2f} ms  "
