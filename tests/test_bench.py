@@ -1,4 +1,10 @@
-"""`switchyard bench engine` end to end on a tiny checkpoint: it runs, prints its table, and checks tokens."""
+"""The benchmarks end to end on tiny settings (they run and print their tables; numbers are not checked), and the
+method of `switchyard bench serve` as pure functions."""
+
+import json
+import re
+
+import pytest
 
 from switchyard.cluster.cli import main
 
@@ -59,3 +65,135 @@ def test_bench_kv_cache_runs_all_three_setups_to_the_same_tokens(checkpoints, ca
     assert reserved[-5] == "4"  # at most 4 whole sequences fit: 4 at a time
     assert paged[-5] == "6"  # the same bytes in blocks: all 6 at once
     assert int(quarter[-4]) > 0  # a quarter of them: preemptions
+
+
+def test_bench_serve_interleaves_the_systems_run_by_run():
+    import pytest
+
+    from switchyard.cluster.bench.serve_summary import run_order
+
+    assert run_order(["A", "B"], 3) == [(0, "A"), (0, "B"), (1, "A"), (1, "B"), (2, "A"), (2, "B")]
+    assert run_order(["A", "B", "C"], 1) == [(0, "A"), (0, "B"), (0, "C")]
+    with pytest.raises(ValueError, match="at least 1"):
+        run_order(["A"], 0)
+
+
+def test_bench_serve_summarises_runs_as_median_and_spread_with_ratios_of_medians():
+    import math
+
+    from switchyard.cluster.bench.aiperf import LevelResult
+    from switchyard.cluster.bench.serve_summary import spread, summary_table
+
+    s = spread([3.0, float("nan"), 1.0, 10.0])  # a NaN is a run that did not measure it
+    assert (s.median, s.low, s.high, s.runs) == (3.0, 1.0, 10.0, 3) and str(s) == "3.0 (1.0-10.0)"
+    assert s.relative_range == 3.0 and str(spread([float("nan")])) == "-" and math.isnan(spread([]).median)
+
+    def level(system, c, tps, itl, ttft, errors=0):
+        return LevelResult(system, c, tps, ttft, 2 * ttft, itl, 2 * itl, 8, errors)
+
+    results = [level("S", 16, 200.0, 40.0, 100.0), level("V", 16, 150.0, 60.0, 300.0),  # run 1
+               level("S", 16, 260.0, 30.0, 90.0, errors=1), level("V", 16, 380.0, 20.0, 200.0),  # run 2
+               level("S", 16, 220.0, 35.0, 95.0), level("V", 16, 300.0, 25.0, 250.0)]  # run 3
+    headers, rows = summary_table(results, reference="V")
+    assert headers[:7] == ["system", "concurrency", "runs", "output tok/s", "ITL p50 ms", "TTFT p50 ms", "errors"]
+    s_row, v_row = rows
+    assert s_row[:7] == ["S", 16, 3, "220.0 (200.0-260.0)", "35.0 (30.0-40.0)", "95.0 (90.0-100.0)", 1]
+    assert v_row[3] == "300.0 (150.0-380.0)"
+    assert s_row[7:] == ["0.73x", "0.71x"]  # 220 / 300 tok/s; ITL 25 / 35: ratios of the medians, not of one run
+    assert v_row[7:] == ["1.00x", "1.00x"]
+    assert len(summary_table(results, reference=None)[0]) == 7  # no reference in the run: no ratio columns
+
+
+def test_bench_serve_judges_the_machine_load_around_a_run():
+    import math
+
+    from switchyard.cluster.bench.machine_load import RunLoad, expected_residual, judge, quiet_before
+
+    # the kernel's 1-min load decays as exp(-t / 60 s): a run that left 2.0 still explains 2/e a minute later
+    assert expected_residual(None, 10.0) == 0.0
+    assert math.isclose(expected_residual(2.0, 60.0), 2.0 / math.e)
+
+    def run(before, expected=0.0, other=0.0):
+        return RunLoad(before, 1.8, expected, 60.0, own_cores=1.7, other_cores=other, steal_cores=0.1)
+
+    assert judge(run(0.3)) == []  # quiet: a load the earlier runs explain, nobody else on the CPUs
+    assert judge(run(1.4, expected=1.2)) == []  # high load, but this benchmark's previous run left it
+    (reason,) = judge(run(1.4, expected=0.5))
+    assert "1-min load 1.40" in reason and "0.50 of it from earlier runs" in reason
+    (reason,) = judge(run(0.1, other=0.6))
+    assert "other processes used 0.60 cores" in reason and "run itself 1.70" in reason
+    assert len(judge(run(9.0, other=3.0))) == 2
+    assert quiet_before([run(0.3), run(0.9)]) and not quiet_before([run(0.3), run(1.2)]) and not quiet_before([])
+
+
+def test_bench_serve_meter_counts_a_servers_cpu_as_the_runs_own():
+    import subprocess
+    import sys
+    import time
+
+    from switchyard.cluster.bench.machine_load import RunMeter, tree_cpu_seconds
+
+    meter = RunMeter(previous_load_after=None, previous_end=None)
+    meter.start()
+    burn = "import time\nwhile time.process_time() < 0.4: pass"
+    # a "server" whose child burns 0.4 CPU seconds and exits: the tree counts the children it has reaped
+    server = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; "
+                               f"subprocess.run([sys.executable, '-c', {burn!r}]); time.sleep(60)"])
+    try:
+        subprocess.run([sys.executable, "-c", burn], check=True)  # the load tool: a reaped child of the driver
+        deadline = time.monotonic() + 60
+        while tree_cpu_seconds(server.pid) < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        meter.loaded()
+        load = meter.stop(server.pid)
+    finally:
+        server.kill()
+        server.wait()
+    assert load.own_cores * load.seconds >= 0.8  # both burns, whatever else ran on the machine meanwhile
+    assert load.expected_before == 0.0 and load.other_cores >= 0.0 and load.seconds > 0
+
+
+FAKE_AIPERF = '''
+import argparse, json, pathlib, httpx
+p = argparse.ArgumentParser()
+for flag in ("--model", "--url", "--concurrency", "--request-count", "--warmup-request-count", "--output-artifact-dir"):
+    p.add_argument(flag)
+args, _ = p.parse_known_args()
+body = {"model": args.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+r = httpx.post(args.url + "/v1/chat/completions", json=body, timeout=120)  # the server really answers
+r.raise_for_status()
+c = int(args.concurrency)
+out = pathlib.Path(args.output_artifact_dir)
+out.mkdir(parents=True, exist_ok=True)
+export = {"output_token_throughput": {"avg": 10.0 * c}, "time_to_first_token": {"p50": 5.0, "p99": 9.0},
+          "inter_token_latency": {"p50": 2.0 * c, "p99": 3.0 * c}, "request_count": {"avg": float(args.request_count)},
+          "warmup": int(args.warmup_request_count)}
+(out / "profile_export_aiperf.json").write_text(json.dumps(export))
+'''
+
+
+@pytest.mark.slow
+def test_bench_serve_runs_each_system_interleaved_and_prints_the_summary(tmp_path, capsys):
+    """End to end with a stand-in for aiperf (not installed in CI) that sends one real request and writes an
+    export in aiperf's format: two runs of the one-process server, each level its own aiperf run."""
+    import sys
+
+    from switchyard.cluster.bench.aiperf import warmup_requests
+
+    fake = tmp_path / "aiperf"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_AIPERF}")
+    fake.chmod(0o755)
+    argv = ["bench", "serve", "--system", "one-process", "--runs", "2", "--concurrency", "1", "--concurrency", "8",
+            "--request-count", "3", "--aiperf", str(fake), "--out", str(tmp_path / "out"),
+            "--serve-arg=--num-cpus=2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    cells = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    summary = [row for row in cells if row[0] == "Switchyard, one process"]
+    assert summary[0][1:6] == ["1", "2", "10.0 (10.0-10.0)", "2.0 (2.0-2.0)", "5.0 (5.0-5.0)"]
+    assert summary[1][1:5] == ["8", "2", "80.0 (80.0-80.0)", "16.0 (16.0-16.0)"]
+    runs = [row for row in cells if row[0] in ("1", "2") and "10 / 80" in row]
+    assert [r[0] for r in runs] == ["1", "2"]  # one row per run, in the order they ran, with the run's load
+    assert "machine: " in out
+    export = tmp_path / "out" / "run-2" / "switchyard-one-process" / "aiperf-c8" / "profile_export_aiperf.json"
+    assert json.loads(export.read_text())["warmup"] == warmup_requests(8, 1) == 8  # warmed up at its concurrency

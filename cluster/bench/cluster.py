@@ -113,7 +113,7 @@ def register(benchmarks) -> None:
 
 
 def main(args) -> int:
-    from switchyard.bench.engine import log_to_stderr
+    from switchyard.cluster.bench.engine import log_to_stderr
     from switchyard.configs.defaults import resolve_model
 
     model = resolve_model(args.model)

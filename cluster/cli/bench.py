@@ -6,9 +6,10 @@ Each benchmark in cluster/bench/ registers its own subcommand (`register(benchma
 from __future__ import annotations
 
 from switchyard.cluster.bench import (affinity, autoscale, cluster, engine, experts, faults, kv_cache, otel, replace,
-                                      sampling, serve, tracing)
+                                      round_trip, sampling, serve, tracing)
 
-BENCHMARKS = (engine, cluster, serve, autoscale, affinity, replace, faults, tracing, sampling, kv_cache, otel, experts)
+BENCHMARKS = (engine, cluster, round_trip, serve, autoscale, affinity, replace, faults, tracing, sampling, kv_cache, otel,
+              experts)
 
 
 def register(sub, engine_flags) -> None:
