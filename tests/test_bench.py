@@ -59,3 +59,23 @@ def test_bench_kv_cache_runs_all_three_setups_to_the_same_tokens(checkpoints, ca
     assert reserved[-5] == "4"  # at most 4 whole sequences fit: 4 at a time
     assert paged[-5] == "6"  # the same bytes in blocks: all 6 at once
     assert int(quarter[-4]) > 0  # a quarter of them: preemptions
+
+
+def test_bench_autoscale_shift_report_reads_serving_crossing_and_time_above_target():
+    from switchyard.cluster.bench.autoscale import PhaseResult
+    from switchyard.cluster.bench.shift import Sample, shift_report, shift_rows
+
+    # capacity 100 rows/s, target 0.6: one replica's target is 60 rows/s. Group 1 is hot: 50, then 100 rows/s
+    # from 1 s on, a second replica in the registry from 2 s on (target 120 rows/s: below it again)
+    samples = [Sample(0.0, [1, 1], [0, 0]), Sample(1.0, [1, 1], [5, 50]), Sample(2.0, [1, 2], [10, 150]),
+               Sample(3.0, [1, 2], [15, 250])]
+    itl_at = [(5.0, 0.1), (20.0, 0.3), (31.0, 9.0)]  # the last finished after the 30 s window
+    report = shift_report(samples, itl_at, capacity=100.0, target_utilization=0.6)
+    assert report.hot_group == 1 and report.serving_after_s == 2.0 and report.crosses_after_s == 1.0
+    assert report.lead_s == -1.0 and report.above_target_s == 1.0
+    assert abs(report.p95_itl_s - 0.29) < 1e-9
+    phases = [PhaseResult("autoscaled 1-3", "prose", 36.0, replicas=[[1, 1]]),
+              PhaseResult("autoscaled 1-3", "numbers", 36.0, replicas=[[1, 2]], samples=samples, itl_at=itl_at),
+              PhaseResult("fixed at 1", "numbers", 36.0, replicas=[[1, 1]], samples=samples)]
+    (row,) = shift_rows(phases, capacity=100.0)
+    assert row[0] == "autoscaled 1-3" and row[1] == "g1" and row[4] == -1.0 and abs(row[-1] - 0.07) < 1e-12

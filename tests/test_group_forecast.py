@@ -171,3 +171,63 @@ def test_forecast_is_an_option_of_the_app_config():
     assert "forecast" not in auto.expert_pool.autoscaling.to_serve()  # not Serve's field: the router's
     with pytest.raises(ValueError, match="forecast"):
         AppConfig.model_validate({"model": "m", "expert_pool": {"autoscaling": {"forecast": "sometimes"}}})
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_router_with_the_forecast_serves_it_in_stats_and_metrics(ray_serve, checkpoints):
+    """Deployed with `forecast: true`: answers equal the single-process engine's, the floor thread forecasts each
+    group's rows/s from the requests it holds, and stats and /metrics show forecast, load and error per group."""
+    import asyncio
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+    from ray import serve
+
+    from switchyard.cluster.app import build_app
+
+    name = "forecast"
+    model = checkpoints["mixtral"]
+    prompts = [[3 + i, 4 + i, 5 + i, 6] for i in range(6)]
+    engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=8, max_model_len=64))
+    expected = [o.text for o in engine.generate(prompts, SamplingParams(max_tokens=24, temperature=0.0))]
+    config = {"model": str(model), "served_model_name": "demo", "name": name, "num_groups": 2,
+              "router": {"transport": "actor", "max_num_seqs": 8, "max_model_len": 64},
+              "router_pool": {"num_cpus": 0.5, "torch_threads": 1},
+              "expert_pool": {"num_cpus": 0.25, "torch_threads": 1, "autoscaling": {"max_replicas": 1,
+                                                                                     "forecast": True}}}
+    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+    url = f"{ray_serve}/{name}"
+    try:
+        async def send_all(polls: list):
+            async with httpx.AsyncClient(timeout=120) as client:
+                async def poll():  # the forecast while the requests run
+                    while True:
+                        polls.append((await client.get(f"{url}/v1/switchyard/stats")).json()["forecast"])
+                        await asyncio.sleep(0.3)
+
+                poller = asyncio.ensure_future(poll())
+                replies = await asyncio.gather(*[client.post(f"{url}/v1/completions", json={
+                    "model": "demo", "prompt": p, "max_tokens": 24, "temperature": 0}) for p in prompts])
+                poller.cancel()
+                return replies
+
+        polls, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline and not any(sum(s["forecast_rows_per_s"]) > 0 for s in polls):
+            replies = asyncio.run(send_all(polls))
+            assert [r.status_code for r in replies] == [200] * len(prompts)
+            texts = [r.json()["choices"][0]["text"] for r in replies]
+            assert texts == expected
+        # a forecast was made while requests ran (the floor thread ticks once a second)
+        assert any(sum(s["forecast_rows_per_s"]) > 0 for s in polls), polls[-3:]
+        stats = polls[-1]
+        assert len(stats["forecast_rows_per_s"]) == 2 and len(stats["measured_rows_per_s"]) == 2
+        assert len(stats["error"]) == 2
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text)}
+        for metric in ("switchyard_group_forecast_rows_per_second", "switchyard_group_load_rows_per_second"):
+            groups = {sample.labels.get("group") for sample in families[metric].samples
+                      if sample.labels.get("app") == name}
+            assert groups == {"0", "1"}, (metric, groups)
+    finally:
+        serve.delete(name)
