@@ -1,6 +1,9 @@
 """`switchyard bench engine` end to end on a tiny checkpoint: it runs, prints its table, and checks tokens."""
 
 from switchyard.cluster.cli import main
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_engine_prints_a_side_by_side_table(checkpoints, capsys):
@@ -79,3 +82,25 @@ def test_bench_autoscale_shift_report_reads_serving_crossing_and_time_above_targ
               PhaseResult("fixed at 1", "numbers", 36.0, replicas=[[1, 1]], samples=samples)]
     (row,) = shift_rows(phases, capacity=100.0)
     assert row[0] == "autoscaled 1-3" and row[1] == "g1" and row[4] == -1.0 and abs(row[-1] - 0.07) < 1e-12
+
+
+def test_widened_experts_give_the_built_in_models_tokens(tmp_path):
+    """scripts/widen_experts.py pads every expert with zeros: the greedy tokens stay the built-in model's."""
+    import importlib.util
+
+    from switchyard.configs.engine import EngineConfig
+    from switchyard.router.engine import Engine
+    from switchyard.router.sampling import SamplingParams
+
+    spec = importlib.util.spec_from_file_location("widen_experts", REPO / "scripts" / "widen_experts.py")
+    widen_experts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(widen_experts)
+    wide = widen_experts.widen(tmp_path / "wide", 384)
+    params = SamplingParams(max_tokens=6, temperature=0.0)
+    prompts = ["12 345 6789 101", "The history of the city"]
+    tokens = []
+    for model in (widen_experts.DEMO, wide):
+        engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=2, max_model_len=64))
+        assert engine.model.config.moe_intermediate_size == (128 if model == widen_experts.DEMO else 384)
+        tokens.append([o.token_ids for o in engine.generate(prompts, params)])
+    assert tokens[0] == tokens[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -221,9 +222,19 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
     import ray
     from ray import serve
 
+    for attempt in range(3):  # on a loaded machine the raylet may miss Ray's 30 s start-up wait
+        try:
+            if os.environ.get("RAY_ADDRESS"):  # a cluster started apart (`ray start --head`)
+                ray.init(log_to_driver=False)
+            else:
+                ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:
+            if attempt == 2:
+                raise
+            log(f"Ray did not start ({err}); trying again")
     phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log)
     port = free_port("127.0.0.1")
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     all_results = []
     try:
