@@ -71,20 +71,21 @@ class LiveForecast:
         return np.stack([self._prompt_picks[s.number] for s in seqs]).astype(np.float64)
 
     def snapshot(self) -> dict:
-        """Per group: forecast and measured rows/s now, and the recent error (each tick's forecast against the
-        rows the groups got in the second after it, over the last ticks with load): per group
-        sum |f - m| / sum m, and over all groups."""
+        """Per group: forecast and measured rows/s now, and the recent error: the rows forecast over the last
+        ticks (each tick's forecast for the second after it) against the rows the group got in those seconds,
+        |sum f - sum m| / sum m, per group and over all groups (sum_g |...| / sum_g sum m). Summed over the
+        window, not per tick: a step can take longer than a tick, so one second's rows are bursty."""
         with self._lock:
             pairs, forecast, measured = list(self._pairs), self.forecast.copy(), self.measured.copy()
-        loaded = [(f, m) for f, m in pairs if m.sum() > 0]
         per_group = [None] * len(forecast)
         overall = None
-        if loaded:
-            f, m = np.stack([p[0] for p in loaded]), np.stack([p[1] for p in loaded])  # [N, G]
-            per_group = [relative_error(f[:, g], m[:, g]) for g in range(f.shape[1])]
+        if pairs:
+            f = np.stack([p[0] for p in pairs]).sum(0)  # [G] rows/s summed over the window's ticks
+            m = np.stack([p[1] for p in pairs]).sum(0)  # [G]
+            per_group = [relative_error(f[g:g + 1], m[g:g + 1]) for g in range(len(f))]
             overall = relative_error(f, m)
         return {"forecast_rows_per_s": forecast.tolist(), "measured_rows_per_s": measured.tolist(),
-                "error": per_group, "error_all_groups": overall, "ticks": len(loaded)}
+                "error": per_group, "error_all_groups": overall, "ticks": len(pairs)}
 
 
 def tokens_per_s_per_seq(step_seconds: list[float]) -> float:
