@@ -55,6 +55,9 @@ class ExpertAutoscaling(Autoscaling):
     max_cost_per_hour: float | None = Field(
         None, gt=0, description="dollars per hour of every replica together (router and expert groups, at "
                                 "`prices`): caps how far the groups scale")
+    forecast: bool = Field(
+        False, description="also scale on the router's forecast of each group's load, from every running and "
+                           "waiting request's routing (docs/operations.md: Forecast-led scaling)")
     metrics_interval_s: float = Field(0.5, gt=0, description="how often each replica reports its load")
     look_back_period_s: float = Field(2.0, gt=0, description="window the load is averaged over")
     upscale_delay_s: float = Field(1.0, ge=0)

@@ -46,6 +46,23 @@ class RoutingObserver(Protocol):
     def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None: ...
 
 
+class Observers:
+    """Several observers where the engine has room for one (e.g. the routing window and the load forecast)."""
+
+    def __init__(self, *observers: RoutingObserver):
+        self.observers = list(observers)
+
+    @staticmethod
+    def of(*observers: RoutingObserver | None) -> RoutingObserver | None:
+        """The observer for the engine: None, the one given, or a tee of several (Nones left out)."""
+        given = [o for o in observers if o is not None]
+        return None if not given else given[0] if len(given) == 1 else Observers(*given)
+
+    def observe(self, layer: int, batch: StepBatch, routing: Routing) -> None:
+        for observer in self.observers:
+            observer.observe(layer, batch, routing)
+
+
 def forward_step(model: DenseModel, experts: ExpertBackend, cache: BlockPool, batch: StepBatch,
                  observer: RoutingObserver | None = None, all_logits: bool = False,
                  micro_batches: int = 1, adaptive: AdaptiveRouting | None = None) -> torch.Tensor:

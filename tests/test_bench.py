@@ -3,10 +3,13 @@ method of `switchyard bench serve` as pure functions."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from switchyard.cluster.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_engine_prints_a_side_by_side_table(checkpoints, capsys):
@@ -197,3 +200,45 @@ def test_bench_serve_runs_each_system_interleaved_and_prints_the_summary(tmp_pat
     assert "machine: " in out
     export = tmp_path / "out" / "run-2" / "switchyard-one-process" / "aiperf-c8" / "profile_export_aiperf.json"
     assert json.loads(export.read_text())["warmup"] == warmup_requests(8, 1) == 8  # warmed up at its concurrency
+
+
+def test_bench_autoscale_shift_report_reads_serving_crossing_and_time_above_target():
+    from switchyard.cluster.bench.autoscale import PhaseResult
+    from switchyard.cluster.bench.shift import Sample, shift_report, shift_rows
+
+    # capacity 100 rows/s, target 0.6: one replica's target is 60 rows/s. Group 1 is hot: 50, then 100 rows/s
+    # from 1 s on, a second replica in the registry from 2 s on (target 120 rows/s: below it again)
+    samples = [Sample(0.0, [1, 1], [0, 0]), Sample(1.0, [1, 1], [5, 50]), Sample(2.0, [1, 2], [10, 150]),
+               Sample(3.0, [1, 2], [15, 250])]
+    itl_at = [(5.0, 0.1), (20.0, 0.3), (31.0, 9.0)]  # the last finished after the 30 s window
+    report = shift_report(samples, itl_at, capacity=100.0, target_utilization=0.6)
+    assert report.hot_group == 1 and report.serving_after_s == 2.0 and report.crosses_after_s == 1.0
+    assert report.lead_s == -1.0 and report.above_target_s == 1.0
+    assert abs(report.p95_itl_s - 0.29) < 1e-9
+    phases = [PhaseResult("autoscaled 1-3", "prose", 36.0, replicas=[[1, 1]]),
+              PhaseResult("autoscaled 1-3", "numbers", 36.0, replicas=[[1, 2]], samples=samples, itl_at=itl_at),
+              PhaseResult("fixed at 1", "numbers", 36.0, replicas=[[1, 1]], samples=samples)]
+    (row,) = shift_rows(phases, capacity=100.0)
+    assert row[0] == "autoscaled 1-3" and row[1] == "g1" and row[4] == -1.0 and abs(row[-1] - 0.07) < 1e-12
+
+
+def test_widened_experts_give_the_built_in_models_tokens(tmp_path):
+    """scripts/widen_experts.py pads every expert with zeros: the greedy tokens stay the built-in model's."""
+    import importlib.util
+
+    from switchyard.configs.engine import EngineConfig
+    from switchyard.router.engine import Engine
+    from switchyard.router.sampling import SamplingParams
+
+    spec = importlib.util.spec_from_file_location("widen_experts", REPO / "scripts" / "widen_experts.py")
+    widen_experts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(widen_experts)
+    wide = widen_experts.widen(tmp_path / "wide", 384)
+    params = SamplingParams(max_tokens=6, temperature=0.0)
+    prompts = ["12 345 6789 101", "The history of the city"]
+    tokens = []
+    for model in (widen_experts.DEMO, wide):
+        engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=2, max_model_len=64))
+        assert engine.model.config.moe_intermediate_size == (128 if model == widen_experts.DEMO else 384)
+        tokens.append([o.token_ids for o in engine.generate(prompts, params)])
+    assert tokens[0] == tokens[1]

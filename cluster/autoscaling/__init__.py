@@ -1,1 +1,1 @@
-"""Expert-group autoscaling: what a replica measures (load_meter), what the router expects (demand), the policy Serve calls (policy), and what it costs (cost)."""
+"""Expert-group autoscaling: what a replica measures (load_meter), what the router expects (demand) and forecasts from its requests' routing (forecast, forecast_live), the policy Serve calls (policy), and what it costs (cost)."""

@@ -40,13 +40,17 @@ class GroupDemand:
 
 
 def report_floors(demand: GroupDemand, group_names: list[str], registry, queue_sizes, stop: threading.Event,
-                  every_s: float = 1.0) -> None:
+                  every_s: float = 1.0, forecast: Callable[[list[float]], list[float]] | None = None) -> None:
     """Thread body: every `every_s`, the expected rows/s of each group to the registry (fire and forget).
-    `queue_sizes()` -> (running, waiting) sequences of the router's scheduler."""
+    `queue_sizes()` -> (running, waiting) sequences of the router's scheduler; `forecast(rows/s measured)` ->
+    the groups' forecast rows/s (forecast_live.py), which raises a floor where it is higher."""
     last = None
     while not stop.wait(every_s):
         running, waiting = queue_sizes()
-        floors = expected_rows_per_s(demand.take(), running, waiting)
+        measured = demand.take()
+        floors = expected_rows_per_s(measured, running, waiting)
+        if forecast is not None:
+            floors = [max(a, float(b)) for a, b in zip(floors, forecast(measured))]
         if floors != last:  # an idle router sends nothing
             registry.report_floor.remote(dict(zip(group_names, floors)))
             last = floors

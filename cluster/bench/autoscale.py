@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from switchyard.cluster.bench.shifting_load import (
     prose_prompts,
     routing_counts,
 )
+from switchyard.cluster.bench.shift import SHIFT_HEADERS, TARGET_UTILIZATION, shift_rows, shift_sample
 from switchyard.cluster.bench.table import format_table
 from switchyard.cluster.cli.serve import free_port
 
@@ -50,6 +52,8 @@ class PhaseResult:
     itl: list[float] = field(default_factory=list)  # per request, seconds
     errors: int = 0
     scale_up_s: dict[int, float] = field(default_factory=dict)  # group -> seconds after phase start
+    samples: list = field(default_factory=list)  # shift.Sample every half second
+    itl_at: list[tuple[float, float]] = field(default_factory=list)  # (finished, s after phase start; ITL)
 
     def replica_hours(self, router_replicas: int) -> float:
         mean = float(np.mean([router_replicas + sum(r) for r in self.replicas])) if self.replicas else 0.0
@@ -77,11 +81,12 @@ def workload(model: Path, text: str, phase_s: float, concurrency: int, max_token
 
 
 def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int, autoscale: bool,
-               capacity: float | None, prices: tuple[float, float], transport: str = "compiled") -> dict:
+               capacity: float | None, prices: tuple[float, float], transport: str = "compiled",
+               forecast: bool = False) -> dict:
     pool = {"num_cpus": 0.25, "torch_threads": 1}
     if autoscale:
         pool["autoscaling"] = {"min_replicas": min_replicas, "max_replicas": max_replicas,
-                               "capacity_rows_per_s": capacity}
+                               "capacity_rows_per_s": capacity, "forecast": forecast}
     else:
         pool["num_replicas"] = max_replicas
     return {"model": str(model), "served_model_name": "bench", "name": APP, "num_groups": 2, "placement": placement,
@@ -124,11 +129,16 @@ def run_phase(url: str, setup: str, phase: Phase, max_tokens: int) -> PhaseResul
     start = time.monotonic()
     stop = threading.Event()
     initial = group_replicas()
+    stats_url = url.replace("/v1/completions", "/v1/switchyard/stats")
 
     def sample():
         while not stop.is_set():
             counts = group_replicas()
             result.replicas.append(counts)
+            try:
+                result.samples.append(shift_sample(APP, stats_url, time.monotonic() - start))
+            except Exception:  # a busy router answers late: that sample is skipped
+                pass
             for g, (now, was) in enumerate(zip(counts, initial)):
                 if now > was and g not in result.scale_up_s:
                     result.scale_up_s[g] = time.monotonic() - start
@@ -148,6 +158,7 @@ def run_phase(url: str, setup: str, phase: Phase, max_tokens: int) -> PhaseResul
                         result.tokens += tokens
                     if itl is not None:
                         result.itl.append(itl)
+                        result.itl_at.append((time.monotonic() - start, itl))
             await asyncio.gather(*[worker(w) for w in range(phase.concurrency)])
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -207,18 +218,28 @@ async def _warm(url: str, prompt: str, max_tokens: int) -> None:
 
 def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: float, concurrency: int,
         max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log,
-        transport: str = "compiled"):
+        transport: str = "compiled", forecast: bool = False, with_fixed_max: bool = True):
     import ray
     from ray import serve
 
+    for attempt in range(3):  # on a loaded machine the raylet may miss Ray's 30 s start-up wait
+        try:
+            if os.environ.get("RAY_ADDRESS"):  # a cluster started apart (`ray start --head`)
+                ray.init(log_to_driver=False)
+            else:
+                ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:
+            if attempt == 2:
+                raise
+            log(f"Ray did not start ({err}); trying again")
     phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log)
     port = free_port("127.0.0.1")
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     all_results = []
     try:
-        def config(low: int, high: int, autoscale: bool, capacity: float | None = None) -> dict:
-            return app_config(model, placement, low, high, autoscale, capacity, prices, transport)
+        def config(low: int, high: int, autoscale: bool, capacity: float | None = None, led: bool = False) -> dict:
+            return app_config(model, placement, low, high, autoscale, capacity, prices, transport, led)
 
         # capacity where scale-up decisions start: one replica per group, seeing whole batches
         fixed_min, measured = run_setup(f"fixed at {min_replicas}",
@@ -226,11 +247,18 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
                                         measure=capacity is None)
         capacity = capacity or measured
         log(f"capacity of one replica: {capacity:.0f} rows per busy second" if capacity else "capacity: not measured")
-        fixed_max, _ = run_setup(f"fixed at {max_replicas}",
-                                 config(max_replicas, max_replicas, False), phases, max_tokens, port, log)
+        led = []
+        if forecast:  # first after the capacity is known: a failure shows early
+            led, _ = run_setup(f"forecast-led {min_replicas}-{max_replicas}",
+                               config(min_replicas, max_replicas, True, capacity, led=True), phases, max_tokens, port,
+                               log)
         auto, _ = run_setup(f"autoscaled {min_replicas}-{max_replicas}",
                             config(min_replicas, max_replicas, True, capacity), phases, max_tokens, port, log)
-        all_results = fixed_min + fixed_max + auto
+        fixed_max = []
+        if with_fixed_max:
+            fixed_max, _ = run_setup(f"fixed at {max_replicas}",
+                                     config(max_replicas, max_replicas, False), phases, max_tokens, port, log)
+        all_results = fixed_min + fixed_max + auto + led
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -306,6 +334,11 @@ def register(benchmarks) -> None:
     p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
     p.add_argument("--router-price", type=float, default=1.2, help="$ per router replica-hour")
     p.add_argument("--expert-price", type=float, default=3.0, help="$ per expert-group replica-hour")
+    p.add_argument("--forecast", action="store_true",
+                   help="also run the groups autoscaled with the router's load forecast as a floor "
+                        "(expert_pool.autoscaling.forecast), and compare both autoscaled setups on the shift to "
+                        "number tables")
+    p.add_argument("--no-fixed-max", action="store_true", help="leave out the setup fixed at --max-replicas")
     p.add_argument("--out", default="runs/bench-autoscale", help="folder for the placement file")
     p.set_defaults(func=main)
 
@@ -328,9 +361,12 @@ def main(args) -> int:
           f"prices ${prices[0]}/router and ${prices[1]}/expert replica-hour")
     results, capacity = run(model, str(text), args.min_replicas, args.max_replicas, args.phase_seconds,
                                       args.concurrency, args.max_tokens, args.capacity, prices, Path(args.out),
-                                      log_to_stderr, args.transport)
+                                      log_to_stderr, args.transport, args.forecast, not args.no_fixed_max)
     print(f"capacity used by the autoscaler: {capacity:.0f} rows per busy second" if capacity else
           "capacity: measured live by the policy")
     print(format_table(PHASE_HEADERS, phase_rows(results, prices)))
     print(format_table(TOTAL_HEADERS, total_rows(results, prices)))
+    if capacity:
+        print(f"the shift to number tables (target utilization {TARGET_UTILIZATION}):")
+        print(format_table(SHIFT_HEADERS, shift_rows(results, capacity)))
     return 1 if any(r.errors for r in results) else 0

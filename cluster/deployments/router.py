@@ -7,6 +7,7 @@ state is shared or changed between replicas.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -20,6 +21,8 @@ from switchyard.cluster.api.keys import resolve_api_keys
 from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
 from switchyard.cluster.api.placement_routes import add_placement_routes
 from switchyard.cluster.autoscaling.demand import GroupDemand, report_floors
+from switchyard.cluster.autoscaling.forecast_live import LiveForecast, holds_of_tables, snapshot_list, \
+    tokens_per_s_per_seq
 from switchyard.cluster.deployments.registry import get_registry
 from switchyard.cluster.dispatch.make_transport import make_transport, replica_counts
 from switchyard.cluster.dispatch.placement_tables import GroupChooser
@@ -31,8 +34,12 @@ from switchyard.configs.serve import AppConfig
 from switchyard.experts.checkpoint import Checkpoint
 from switchyard.router.async_engine import AsyncEngine
 from switchyard.router.engine import Engine
+from switchyard.router.expert_backend import Observers
 from switchyard.router.generation_config import load_sampling_defaults
+from switchyard.router.request_routing import RequestRouting
 from switchyard.router.trace_recorder import RoutingWindow, trace_metadata
+
+log = logging.getLogger(__name__)
 
 
 def kv_cache_stats(engine: Engine) -> dict:
@@ -87,7 +94,15 @@ class RouterDeployment:
         window = None
         if cfg.replacement.window_tokens and self.experts is not None:
             window = RoutingWindow(trace_metadata(ckpt.config, Path(cfg.model).name), cfg.replacement.window_tokens)
-            engine.observer = window
+        # the groups' load forecast, from every request's routing (expert_pool.autoscaling.forecast)
+        self.forecast = None
+        if self.experts is not None and cfg.expert_pool.autoscaling is not None and cfg.expert_pool.autoscaling.forecast:
+            model = engine.model.config
+            routing = RequestRouting(model.moe_layers, model.num_experts, model.top_k)
+            self.forecast = LiveForecast(routing, engine.model,
+                                         lambda: holds_of_tables(self.experts.choose_groups.tables))
+            self.telemetry.forecast = self.forecast.snapshot
+        engine.observer = Observers.of(window, self.forecast and self.forecast.routing)
         self.placement_service = placement_service(cfg, deploy_id, placement, version, window, self.experts,
                                                    self.engine)
 
@@ -113,8 +128,21 @@ class RouterDeployment:
         stats = self.experts.stats
         demand = GroupDemand(lambda: stats.tokens_per_group)
         names = [self.cfg.group_deployment_name(g) for g in range(self.cfg.num_groups)]
+        forecast = None if self.forecast is None else self._forecast_tick
         threading.Thread(target=report_floors, daemon=True, name="switchyard-group-floors",
-                         args=(demand, names, get_registry(self.cfg.name), self.queue_lengths, self._stop)).start()
+                         args=(demand, names, get_registry(self.cfg.name), self.queue_lengths, self._stop),
+                         kwargs={"forecast": forecast}).start()
+
+    def _forecast_tick(self, measured: list[float]) -> list[float]:
+        """On the floor-reporting thread: the forecast from the scheduler's sequences now (copies of its lists)."""
+        scheduler = self.engine.engine.scheduler
+        seconds = [record[1] for record in list(self.steps)[-16:]]
+        try:
+            return self.forecast.tick(snapshot_list(scheduler.running), snapshot_list(scheduler.waiting),
+                                      tokens_per_s_per_seq(seconds), measured).tolist()
+        except Exception:  # a forecast that fails leaves the reactive floor; the reports go on
+            log.exception("group load forecast failed")
+            return [0.0] * len(measured)
 
     def _on_step(self, stats, outputs) -> None:
         self.telemetry.on_step(stats.kind, stats.seconds, len(outputs))
@@ -150,7 +178,8 @@ class RouterDeployment:
                         "group_calls": s.calls, "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
-                "kv_cache": self.kv_cache_stats(), "cost": self.telemetry.cost()}
+                "kv_cache": self.kv_cache_stats(), "cost": self.telemetry.cost(),
+                "forecast": None if self.forecast is None else self.forecast.snapshot()}
 
     def metrics(self) -> Response:
         return Response(self.telemetry.prometheus_text(), media_type="text/plain; version=0.0.4")

@@ -35,6 +35,12 @@ ROUTER_HISTOGRAMS = [  # (name, unit, description, bucket boundaries)
     ("gen_ai.server.token.usage", "{token}", "tokens per request, by gen_ai.token.type", TOKEN_BUCKETS),
     ("switchyard_dispatch_seconds", "s", "one MoE layer's dispatch, from send to combine", DISPATCH_BUCKETS),
 ]
+# The groups' load forecast (expert_pool.autoscaling.forecast), per group: absent while the forecast is off.
+FORECAST_GAUGES = [  # (name, key of LiveForecast.snapshot, description)
+    ("switchyard_group_forecast_rows_per_second", "forecast_rows_per_s", "rows/s the router forecasts for the group"),
+    ("switchyard_group_load_rows_per_second", "measured_rows_per_s", "rows/s the router sent the group lately"),
+    ("switchyard_group_forecast_error", "error", "recent forecast error: sum |forecast - load| / sum load"),
+]
 
 
 class RouterGauges(Protocol):
@@ -107,6 +113,10 @@ class RouterTelemetry:
                                                                          "taken back and recomputed later")
         meter.create_observable_gauge("switchyard_replicas", callbacks=[self._observe_replicas],
                                       unit="{replica}", description="replicas of each pool (router, expert groups)")
+        for name, key, description in FORECAST_GAUGES:
+            meter.create_observable_gauge(name, callbacks=[self._observe_forecast(key)], unit="1",
+                                          description=description)
+        self.forecast = None  # () -> the live forecast's snapshot (forecast_live.py), with the forecast on
         self.router_price, self.expert_price = router_price, expert_price
         self.gauges: RouterGauges = NoGauges()  # the router deployment, once its engine exists
         self._recent: deque[tuple[float, int]] = deque()
@@ -186,6 +196,16 @@ class RouterTelemetry:
             from opentelemetry.metrics import Observation
 
             return [Observation(self.gauges.kv_cache_stats()[key], self.attrs)]
+        return callback
+
+    def _observe_forecast(self, key: str):
+        def callback(_options):
+            from opentelemetry.metrics import Observation
+
+            if self.forecast is None:
+                return []
+            return [Observation(value, {**self.attrs, "group": str(g)})
+                    for g, value in enumerate(self.forecast()[key]) if value is not None]
         return callback
 
     def _observe_replicas(self, _options):
