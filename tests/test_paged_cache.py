@@ -152,5 +152,8 @@ def test_served_requests_past_the_cache_all_complete_with_their_own_tokens(check
         engine = app.state.served.engine.engine
         assert engine.scheduler.num_preemptions > 0
         assert engine.cache.num_free_blocks == engine.cache.num_blocks
-    tokenizer = alone.tokenizer
-    assert got == [[tokenizer.decode([t]) for t in ids] for ids in want]
+    # each token as the API writes it in logprobs (a part of a UTF-8 character as `bytes:\\xNN`)
+    from switchyard.cluster.api.logprobs import TokenText
+
+    written = TokenText(alone.tokenizer)
+    assert got == [[written.text(t) for t in ids] for ids in want]
