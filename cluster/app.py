@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 
 from ray.serve import Application
-from switchyard.cluster.autoscaling.policy import replicas_budget
 from switchyard.cluster.deployments.expert_group import ExpertGroupDeployment
 from switchyard.cluster.deployments.router import RouterDeployment
 from switchyard.cluster.dispatch.placement_tables import load_placement
@@ -48,30 +47,34 @@ def with_env(options: dict, env: dict[str, str]) -> dict:
 
 def bind_expert_groups(config: AppConfig, ckpt: Checkpoint, env: dict[str, str] | None = None,
                        deploy_id: str = "") -> list:
+    """One deployment per expert group, each with its pool's resources, nodes, device and autoscaling."""
     placement = load_placement(config.placement, ckpt.config, config.num_groups)
-    pool = config.expert_pool
     names = [config.group_deployment_name(g) for g in range(config.num_groups)]
     bound_groups = []
     for index in range(config.num_groups):
+        resolved = config.pool_of_group(index)
+        pool = resolved.pool
         assignment = placement.experts_of_group(index)
         options = with_env(pool.deployment_options(index), env or {})
         if pool.autoscaling is not None:  # Serve's delays and bounds (deployment_options) around our policy
             options["autoscaling_config"]["policy"] = group_policy(config, index)
         deployment = ExpertGroupDeployment.options(name=names[index], **options)
         bound_groups.append(deployment.bind(config.name, names[index], config.model, assignment, config.dtype,
-                                            config.group_device, pool.torch_threads, config.expert_kernel, names,
+                                            resolved.device, pool.torch_threads, config.expert_kernel, names,
                                             deploy_id))
     return bound_groups
 
 
 def group_policy(config: AppConfig, group: int) -> dict:
     """The custom Serve autoscaling policy of one expert group (cluster/autoscaling/policy.py)."""
-    auto = config.expert_pool.autoscaling
-    budget = None
-    if auto.max_cost_per_hour is not None:
-        budget = replicas_budget(auto.max_cost_per_hour, config.prices.expert_replica_per_hour,
-                                 config.router_replicas_most, config.prices.router_replica_per_hour)
+    auto = config.pool_of_group(group).pool.autoscaling
     kwargs = {"group": group, "num_groups": config.num_groups, "target_utilization": auto.target_utilization,
               "hysteresis": auto.hysteresis, "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
-              "capacity_rows_per_s": auto.capacity_rows_per_s, "budget_total": budget}
+              "capacity_rows_per_s": auto.capacity_rows_per_s}
+    bound = config.expert_pool.autoscaling.max_cost_per_hour if config.expert_pool.autoscaling else None
+    if bound is not None:  # the config checked that every group is priced and autoscaled
+        pools = [config.pool_of_group(g) for g in range(config.num_groups)]
+        kwargs |= {"budget_dollars_per_hour": bound - config.router_replicas_most * config.prices.router_replica_per_hour,
+                   "group_prices": [p.replica_per_hour for p in pools],
+                   "group_min_replicas": [p.pool.autoscaling.min_replicas for p in pools]}
     return {"policy_function": "switchyard.cluster.autoscaling.policy:ExpertGroupPolicy", "policy_kwargs": kwargs}

@@ -6,121 +6,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from switchyard.configs.engine import AdaptiveRouting, DType, EngineConfig, ExpertKernel, parse_bytes
-from switchyard.configs.node_placement import NodePlacement
+from switchyard.configs.pools import (DEFAULT_POOL, Autoscaling, ExpertAutoscaling, ExpertPool, GroupPool, Pool,
+                                      ResolvedPool, Strict)
+
+__all__ = ["AppConfig", "Autoscaling", "ExpertAutoscaling", "ExpertPool", "GroupPool", "Pool", "Prices",
+           "ResolvedPool", "RouterSettings", "Replacement", "Telemetry"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Autoscaling(_Strict):
-    """Ray Serve autoscaling of one pool (see `ray.serve.config.AutoscalingConfig`)."""
-
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    initial_replicas: int | None = Field(None, ge=0)
-    target_ongoing_requests: float = Field(2.0, gt=0)
-    upscale_delay_s: float = Field(5.0, ge=0)
-    downscale_delay_s: float = Field(30.0, ge=0)
-
-    @model_validator(mode="after")
-    def _bounds(self):
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
-        return self
-
-    def to_serve(self) -> dict:
-        out = self.model_dump(exclude_none=True)
-        return out
-
-
-class ExpertAutoscaling(Autoscaling):
-    """Autoscaling of each expert group on what its replicas really compute (busy share, rows/s), by the policy
-    in `cluster/autoscaling/policy.py`: the router's per-layer calls bypass Serve's request counts, so
-    `target_ongoing_requests` would do nothing here and is refused. Defaults react in seconds on a local Ray;
-    the Helm chart's values are a GPU cluster's."""
-
-    min_replicas: int = Field(1, ge=1, description="an expert group with no replica cannot serve a token")
-    max_replicas: int = Field(3, ge=1)
-    target_ongoing_requests: None = Field(None, description="not used by expert groups: see target_utilization")
-    target_utilization: float = Field(0.6, gt=0, le=1, description="busy share of each replica's time to aim for")
-    hysteresis: float = Field(0.2, ge=0, lt=1, description="remove a replica only when the rest would stay this "
-                                                           "share below target_utilization (no flapping)")
-    capacity_rows_per_s: float | None = Field(
-        None, gt=0, description="token rows per second one replica computes when never idle (`switchyard bench "
-                                "autoscale` measures it); default: measured live as rows per busy second")
-    max_cost_per_hour: float | None = Field(
-        None, gt=0, description="dollars per hour of every replica together (router and expert groups, at "
-                                "`prices`): caps how far the groups scale")
-    forecast: bool = Field(
-        False, description="also scale on the router's forecast of each group's load, from every running and "
-                           "waiting request's routing (docs/operations.md: Forecast-led scaling)")
-    metrics_interval_s: float = Field(0.5, gt=0, description="how often each replica reports its load")
-    look_back_period_s: float = Field(2.0, gt=0, description="window the load is averaged over")
-    upscale_delay_s: float = Field(1.0, ge=0)
-    downscale_delay_s: float = Field(6.0, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_request_target(cls, data):
-        if isinstance(data, dict) and data.get("target_ongoing_requests") is not None:
-            raise ValueError("target_ongoing_requests: expert groups scale on their busy share, not on Serve's "
-                             "request count (their per-layer calls bypass it); use target_utilization (0..1)")
-        return data
-
-    @model_validator(mode="after")
-    def _window(self):
-        if self.look_back_period_s <= self.metrics_interval_s:
-            raise ValueError(f"look_back_period_s ({self.look_back_period_s}) must be greater than "
-                             f"metrics_interval_s ({self.metrics_interval_s})")
-        return self
-
-    def to_serve(self) -> dict:
-        """Serve's own fields; the policy and its arguments are added per group (`cluster/app.py`)."""
-        return self.model_dump(include={"min_replicas", "max_replicas", "initial_replicas", "upscale_delay_s",
-                                        "downscale_delay_s", "metrics_interval_s", "look_back_period_s"},
-                               exclude_none=True)
-
-
-class Pool(_Strict):
-    """Resources and replica count of one deployment (the router, or every expert group)."""
-
-    num_cpus: float = Field(0.5, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    memory_bytes: int | None = Field(None, ge=0)
-    num_replicas: int = Field(1, ge=1)
-    autoscaling: Autoscaling | None = None
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica")
-    max_ongoing_requests: int = Field(64, ge=1)
-    nodes: NodePlacement = Field(default_factory=NodePlacement,
-                                 description="which nodes the replicas may run on (configs/node_placement.py)")
-
-    def ray_actor_options(self, group: int | None = None) -> dict:
-        options: dict = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.memory_bytes:
-            options["memory"] = self.memory_bytes
-        return options | self.nodes.for_group(group).ray_actor_options()
-
-    def deployment_options(self, group: int | None = None) -> dict:
-        """Serve's options of the pool's deployment; `group`: the expert group's, `{group}` filled in."""
-        options: dict = {"ray_actor_options": self.ray_actor_options(group),
-                         "max_ongoing_requests": self.max_ongoing_requests, **self.nodes.deployment_options()}
-        if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.to_serve()
-        else:
-            options["num_replicas"] = self.num_replicas
-        return options
-
-
-class ExpertPool(Pool):
-    """The pool of every expert group: autoscaled on its replicas' own load (ExpertAutoscaling)."""
-
-    autoscaling: ExpertAutoscaling | None = None
-
-
+_Strict = Strict
 class Prices(_Strict):
     """Dollars per replica-hour of each pool, for the reported cost per million tokens (0 = not priced)."""
 
@@ -196,6 +92,9 @@ class AppConfig(_Strict):
     router: RouterSettings = RouterSettings()
     router_pool: Pool = Pool(num_cpus=1.0)
     expert_pool: ExpertPool = ExpertPool(num_cpus=0.5)
+    expert_pools: list[GroupPool] = Field(
+        default_factory=list, description="groups on node types of their own, each with its own resources, device, "
+                                          "price and autoscaling bounds (docs/operations.md: Pools per node type)")
     prices: Prices = Prices()
     telemetry: Telemetry = Telemetry()
     name: str = Field("switchyard", pattern=r"^[a-z0-9][a-z0-9-]*$", description="prefix of deployment names")
@@ -220,7 +119,7 @@ class AppConfig(_Strict):
         from it, or replicas crowd one GPU that nothing accounted for."""
         pools = [("router_pool", self.router_pool, self.device)]
         if not self.experts_in_router:
-            pools.append(("expert_pool", self.expert_pool, self.group_device))
+            pools += [(self.pool_field(name), pool.pool, pool.device) for name, pool in self.pools().items()]
         for name, pool, device in pools:
             if device == "cuda" and pool.num_gpus <= 0:
                 raise ValueError(f"{name}.num_gpus is 0 but its replicas run on 'cuda': give it a GPU (1, or a "
@@ -247,29 +146,101 @@ class AppConfig(_Strict):
         """With no expert groups, settings of the groups would do nothing: refuse them rather than ignore them."""
         if self.num_groups:
             return self
-        unused = [name for name in ("placement", "expert_pool", "expert_device") if name in self.model_fields_set]
+        unused = [name for name in ("placement", "expert_pool", "expert_pools", "expert_device")
+                  if name in self.model_fields_set]
         if unused:
             raise ValueError(f"num_groups 0 (every expert in the router) has no expert groups: remove {unused}, "
                              "or set num_groups >= 1")
         return self
 
     @model_validator(mode="after")
+    def _pools(self):
+        """Each group in at most one pool, every index a group of the app, names unique."""
+        seen: dict[int, str] = {}
+        names = {DEFAULT_POOL}
+        for i, pool in enumerate(self.expert_pools):
+            field = f"expert_pools[{i}]"
+            if pool.name in names:
+                raise ValueError(f"{field}.name {pool.name!r} is taken (another pool, or {DEFAULT_POOL!r}: the "
+                                 "groups in no pool)")
+            names.add(pool.name)
+            for group in pool.groups:
+                if not 0 <= group < self.num_groups:
+                    raise ValueError(f"{field}.groups: {group} is not an expert group (num_groups is "
+                                     f"{self.num_groups}: 0..{self.num_groups - 1})")
+                if group in seen:
+                    raise ValueError(f"{field}.groups: group {group} is already in pool {seen[group]!r}")
+                seen[group] = pool.name
+        return self
+
+    @model_validator(mode="after")
     def _cost_bound(self):
-        """A cost bound needs prices, and must pay for the fewest replicas the app can run."""
+        """A cost bound needs prices, and must pay for the fewest replicas the app can run. It is one bound over
+        every expert group, so it is set once, in expert_pool.autoscaling; a pool's own is refused."""
+        for i, pool in enumerate(self.expert_pools):
+            if pool.autoscaling is not None and pool.autoscaling.max_cost_per_hour is not None:
+                raise ValueError(f"expert_pools[{i}].autoscaling.max_cost_per_hour: the cost bound covers every "
+                                 "group; set it once, in expert_pool.autoscaling")
         auto = self.expert_pool.autoscaling
-        if auto is None or auto.max_cost_per_hour is None:
+        if auto is None or auto.max_cost_per_hour is None or self.experts_in_router:
             return self
-        prices = self.prices
-        if prices.expert_replica_per_hour <= 0:
-            raise ValueError("expert_pool.autoscaling.max_cost_per_hour needs prices.expert_replica_per_hour > 0")
+        resolved = [self.pool_of_group(g) for g in range(self.num_groups)]
+        unpriced = sorted({p.name for p in resolved if p.replica_per_hour <= 0})
+        if unpriced:
+            raise ValueError(f"expert_pool.autoscaling.max_cost_per_hour needs every pool priced: "
+                             f"{unpriced} have no price (prices.expert_replica_per_hour, or the pool's "
+                             "replica_per_hour)")
+        not_scaled = sorted({p.name for p in resolved if p.pool.autoscaling is None})
+        if not_scaled:
+            raise ValueError(f"expert_pool.autoscaling.max_cost_per_hour: pools {not_scaled} are not autoscaled, "
+                             "so the bound cannot hold them; give them autoscaling or remove the bound")
         router_most = self.router_replicas_most
-        least = router_most * prices.router_replica_per_hour + \
-            self.num_groups * auto.min_replicas * prices.expert_replica_per_hour
+        least = router_most * self.prices.router_replica_per_hour + \
+            sum(p.pool.autoscaling.min_replicas * p.replica_per_hour for p in resolved)
         if least > auto.max_cost_per_hour + 1e-9:
             raise ValueError(f"expert_pool.autoscaling.max_cost_per_hour ({auto.max_cost_per_hour}) is below the "
                              f"cost of the fewest replicas ({least:g} $/h: {router_most} router, {self.num_groups} "
-                             f"groups x min_replicas {auto.min_replicas}); raise it or lower min_replicas")
+                             "groups at their min_replicas); raise it or lower min_replicas")
         return self
+
+    # -- the pools -----------------------------------------------------------------------------------------
+    def pool_of_group(self, group: int) -> ResolvedPool:
+        """The pool expert group `group` runs in: its named pool (expert_pools), else expert_pool."""
+        for pool in self.expert_pools:
+            if group in pool.groups:
+                price = self.prices.expert_replica_per_hour if pool.replica_per_hour is None else pool.replica_per_hour
+                return ResolvedPool(pool.name, pool.over(self.expert_pool), pool.device or self.group_device, price)
+        return ResolvedPool(DEFAULT_POOL, self.expert_pool, self.group_device, self.prices.expert_replica_per_hour)
+
+    def pools(self) -> dict[str, ResolvedPool]:
+        """Pool name -> its settings, for the pools that hold at least one group (in group order)."""
+        out: dict[str, ResolvedPool] = {}
+        for group in range(self.num_groups):
+            resolved = self.pool_of_group(group)
+            out.setdefault(resolved.name, resolved)
+        return out
+
+    def groups_of_pool(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for group in range(self.num_groups):
+            out.setdefault(self.pool_of_group(group).name, []).append(group)
+        return out
+
+    def pool_field(self, name: str) -> str:
+        """Where pool `name` is configured, for error messages."""
+        for i, pool in enumerate(self.expert_pools):
+            if pool.name == name:
+                return f"expert_pools[{i}]"
+        return "expert_pool"
+
+    @property
+    def autoscaled_groups(self) -> list[int]:
+        return [g for g in range(self.num_groups) if self.pool_of_group(g).pool.autoscaling is not None]
+
+    @property
+    def forecast_on(self) -> bool:
+        """Some autoscaled group scales on the router's forecast."""
+        return any(self.pool_of_group(g).pool.autoscaling.forecast for g in self.autoscaled_groups)
 
     @property
     def router_replicas_most(self) -> int:

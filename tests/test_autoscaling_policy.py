@@ -5,8 +5,8 @@ from ray.serve._private.common import DeploymentID
 from ray.serve.autoscaling_policy import _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-from switchyard.cluster.autoscaling.policy import (ExpertGroupPolicy, GroupLoad, PolicySettings, ReplicaBudget,
-                                                   decide, replicas_budget, replicas_needed)
+from switchyard.cluster.autoscaling.policy import (CostBudget, ExpertGroupPolicy, GroupLoad, PolicySettings, decide,
+                                                   replicas_needed)
 from switchyard.cluster.autoscaling.load_meter import LoadMeter
 
 SETTINGS = PolicySettings(target_utilization=0.5, hysteresis=0.2, min_replicas=1, max_replicas=4)
@@ -81,18 +81,27 @@ def test_capacity_and_router_floor_raise_the_need_never_lower_it():
     assert p(ctx)[0] == 4
 
 
-def test_cost_budget_shares_replicas_between_groups():
-    assert replicas_budget(10.0, expert_price=2.0, router_replicas=1, router_price=1.0) == 4
-    budget = ReplicaBudget(total=5, min_replicas=[1, 1])
-    assert [budget.fair_share(g) for g in (0, 1)] == [3, 2]
-    assert budget.cap(0, [1, 1]) == 4  # group 1 uses 1 of its 2: group 0 may borrow it
-    assert budget.cap(1, [4, 2]) == 2  # group 0 borrowed: group 1 still has its own share
-    assert budget.cap(0, [4, 2]) == 3  # ... and group 0 gives the borrowed replica back
-    hot = policy(budget_total=4)
+def test_cost_budget_shares_dollars_between_groups():
+    budget = CostBudget(dollars_per_hour=9.0, prices=[2.0, 2.0], min_replicas=[1, 1])
+    assert [budget.fair_share(g) for g in (0, 1)] == [4.5, 4.5]  # $2 each for the minimum, $5 spare split
+    assert budget.cap(0, [1, 1]) == 3  # group 1 uses $2 of its $4.5: group 0 may borrow the $2.5
+    assert budget.cap(1, [3, 1]) == 2  # group 0 borrowed: group 1 still has its own share
+    assert budget.cap(0, [3, 2]) == 2  # ... and group 0 gives the borrowed replica back
+    hot = policy(budget_dollars_per_hour=8.0, group_prices=[2.0, 2.0])
     two_groups = {"replicas_g0": {"r0": 2.0}, "replicas_g1": {"r0": 1.0}}
-    assert hot(context([1.0, 1.0], extra=two_groups))[0] == 3  # wants 4; its share 2 + group 1's unused 1
+    assert hot(context([1.0, 1.0], extra=two_groups))[0] == 3  # wants 4; its share $4 + group 1's unused $2
     busy_peer = {"replicas_g0": {"r0": 3.0}, "replicas_g1": {"r0": 2.0}}
     assert hot(context([1.0, 1.0, 1.0], extra=busy_peer))[0] == 2
+
+
+def test_a_group_on_cheaper_hardware_buys_more_replicas_with_its_share():
+    # group 0 on a $4/h node type, group 1 on a $1/h one; $12/h in all, one replica each at least
+    budget = CostBudget(dollars_per_hour=12.0, prices=[4.0, 1.0], min_replicas=[1, 1])
+    assert [budget.fair_share(g) for g in (0, 1)] == [7.5, 4.5]
+    assert budget.cap(1, [1, 1]) == 8  # its $4.5 and the $3.5 group 0 leaves: 8 cheap replicas
+    assert budget.cap(0, [1, 8]) == 1  # group 1 borrowed: group 0's own $7.5 buys 1 replica at $4
+    assert budget.cap(0, [1, 1]) == 2  # with group 1's unused $3.5: $11, 2 replicas at $4
+    assert 2 * 4.0 + budget.cap(1, [2, 1]) * 1.0 <= 12.0  # whatever group 0 took, the two stay within the bound
 
 
 def test_serve_wraps_the_policy_in_its_delays():

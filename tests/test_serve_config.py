@@ -53,6 +53,20 @@ def test_serve_config_files_validate(name):
     ({"expert_pool": {"nodes": {"max_replicas_per_node": 0}}}, "expert_pool.nodes.max_replicas_per_node"),
     ({"expert_pool": {"nodes": {"spread": True}}}, "expert_pool.nodes.spread"),
     ({"router_pool": {"nodes": {"resources": {"group-{group}": 1}}}}, "router_pool.nodes"),
+    ({"expert_pools": [{"name": "cold", "groups": [2]}]}, "expert_pools[0].groups"),
+    ({"expert_pools": [{"name": "cold", "groups": []}]}, "expert_pools.0.groups"),
+    ({"expert_pools": [{"name": "a", "groups": [0]}, {"name": "b", "groups": [0]}]}, "expert_pools[1].groups"),
+    ({"expert_pools": [{"name": "experts", "groups": [0]}]}, "expert_pools[0].name"),
+    ({"expert_pools": [{"name": "Cold!", "groups": [0]}]}, "expert_pools.0.name"),
+    ({"expert_pools": [{"name": "cold", "groups": [0], "spot": True}]}, "expert_pools.0.spot"),
+    ({"expert_pools": [{"name": "gpu", "groups": [0], "device": "cuda"}]}, "expert_pools[0].num_gpus"),
+    ({"expert_pools": [{"name": "cold", "groups": [0], "autoscaling": {"max_cost_per_hour": 9}}]},
+     "expert_pools[0].autoscaling.max_cost_per_hour"),
+    ({"expert_pool": {"autoscaling": {"max_cost_per_hour": 50}}, "prices": {"expert_replica_per_hour": 3},
+      "expert_pools": [{"name": "cold", "groups": [1], "replica_per_hour": 0}]}, "['cold']havenoprice"),
+    ({"expert_pool": {"autoscaling": {"max_cost_per_hour": 50}}, "prices": {"expert_replica_per_hour": 3},
+      "expert_pools": [{"name": "hot", "groups": [0], "replica_per_hour": 30, "autoscaling": {"min_replicas": 2}}]},
+     "max_cost_per_hour(50.0)isbelow"),
 ])
 def test_bad_app_config_names_the_field(change, field):
     with pytest.raises(ValidationError) as err:
@@ -233,3 +247,34 @@ def test_node_placement_reaches_each_groups_deployment_options():
         assert deployment.ray_actor_options["label_selector"]["switchyard.io/expert-group"] == str(group)
         assert deployment._replica_config.max_replicas_per_node == 1
     assert "label_selector" not in config.router_pool.deployment_options()["ray_actor_options"]
+
+
+def test_each_group_runs_with_its_pools_settings(checkpoints):
+    """Groups named in `expert_pools` get that pool's resources, nodes, device, autoscaling bounds and price;
+    the others `expert_pool`'s. Read back from the Serve deployments build_app binds (no Ray needed)."""
+    from switchyard.cluster.app import bind_expert_groups
+    from switchyard.experts.checkpoint import Checkpoint
+
+    config = AppConfig.model_validate({
+        "model": str(checkpoints["qwen3_moe"]), "num_groups": 4,
+        "prices": {"expert_replica_per_hour": 4.0},
+        "expert_pool": {"num_cpus": 0.5, "nodes": {"label_selector": {"switchyard.io/node-type": "hot"}},
+                        "autoscaling": {"min_replicas": 1, "max_replicas": 4, "max_cost_per_hour": 20}},
+        "expert_pools": [{"name": "cold", "groups": [2, 3], "num_cpus": 0.25, "replica_per_hour": 1.0,
+                          "nodes": {"resources": {"cheap-node": 1}},
+                          "autoscaling": {"min_replicas": 1, "max_replicas": 8}}]})
+    assert config.groups_of_pool() == {"experts": [0, 1], "cold": [2, 3]}
+    bound = bind_expert_groups(config, Checkpoint.open(config.model))
+    deployments = [app._bound_deployment for app in bound]
+    for group in (0, 1):
+        options = deployments[group].ray_actor_options
+        assert options["num_cpus"] == 0.5 and options["label_selector"] == {"switchyard.io/node-type": "hot"}
+        assert deployments[group]._deployment_config.autoscaling_config.max_replicas == 4
+    cold = deployments[3]
+    assert cold.ray_actor_options["num_cpus"] == 0.25 and cold.ray_actor_options["resources"] == {"cheap-node": 1}
+    assert "label_selector" not in cold.ray_actor_options  # the pool's nodes block replaced the whole block
+    autoscaling = cold._deployment_config.autoscaling_config
+    assert autoscaling.max_replicas == 8
+    policy = autoscaling.policy.policy_kwargs
+    assert policy["group_prices"] == [4.0, 4.0, 1.0, 1.0] and policy["group_min_replicas"] == [1, 1, 1, 1]
+    assert policy["budget_dollars_per_hour"] == 20.0  # no router price: the whole bound is the groups'

@@ -15,9 +15,10 @@ Decision (hysteresis, so a group at the N-1 edge does not flap):
 then [min_replicas, max_replicas] and the cost budget's cap; Serve applies its up/down delays around this
 (`ray.serve.autoscaling_policy._apply_autoscaling_config`) and its bounds once more.
 
-Cost budget: `max_cost_per_hour` buys a number of expert replicas (after the router's). Each group owns a fair
-share (its minimum plus an equal part of the rest); a hot group may borrow the shares other groups leave
-unused, and gives them back (after the downscale delay) when their owners need them.
+Cost budget: `max_cost_per_hour`, less the router's replicas, is what every expert replica may cost together.
+Each group owns a fair share of those dollars (its minimum replicas at its pool's price, plus an equal part of
+the rest); a hot group may borrow what other groups leave unused, and gives it back (after the downscale
+delay) when their owners need it. A group on cheaper hardware buys more replicas with the same dollars.
 
 Pure functions first; `ExpertGroupPolicy` only reads an `AutoscalingContext` (which tests build directly).
 """
@@ -48,26 +49,24 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
-class ReplicaBudget:
-    """Expert replicas the cost bound allows in all, and each group's minimum."""
+class CostBudget:
+    """What the expert replicas may cost in all (dollars per hour, the router's already paid), and each group's
+    price per replica-hour and minimum replicas. Groups in pools on different hardware have different prices."""
 
-    total: int
+    dollars_per_hour: float
+    prices: list[float]
     min_replicas: list[int]
 
-    def fair_share(self, group: int) -> int:
-        spare = max(0, self.total - sum(self.min_replicas))
-        groups = len(self.min_replicas)
-        return self.min_replicas[group] + spare // groups + (1 if group < spare % groups else 0)
+    def fair_share(self, group: int) -> float:
+        """Dollars per hour `group` owns: its minimum replicas plus an equal part of what is left."""
+        least = sum(m * p for m, p in zip(self.min_replicas, self.prices))
+        spare = max(0.0, self.dollars_per_hour - least)
+        return self.min_replicas[group] * self.prices[group] + spare / len(self.prices)
 
     def cap(self, group: int, replicas: list[int]) -> int:
         """Most replicas `group` may have while the others have `replicas`: its share plus what they leave."""
-        unused = sum(max(0, self.fair_share(h) - n) for h, n in enumerate(replicas) if h != group)
-        return self.fair_share(group) + unused
-
-
-def replicas_budget(max_cost_per_hour: float, expert_price: float, router_replicas: int, router_price: float) -> int:
-    """Expert replicas that `max_cost_per_hour` pays for once the router's replicas are paid."""
-    return int(math.floor((max_cost_per_hour - router_replicas * router_price) / expert_price + 1e-9))
+        unused = sum(max(0.0, self.fair_share(h) - n * self.prices[h]) for h, n in enumerate(replicas) if h != group)
+        return math.floor((self.fair_share(group) + unused) / self.prices[group] + 1e-9)
 
 
 def replicas_needed(load: GroupLoad, settings: PolicySettings) -> float:
@@ -118,11 +117,17 @@ class ExpertGroupPolicy:
 
     def __init__(self, group: int, num_groups: int, target_utilization: float, hysteresis: float,
                  min_replicas: int, max_replicas: int, capacity_rows_per_s: float | None = None,
-                 budget_total: int | None = None):
+                 budget_dollars_per_hour: float | None = None, group_prices: list[float] | None = None,
+                 group_min_replicas: list[int] | None = None):
+        """The budget's arguments: dollars per hour for every group's replicas, and each group's price and
+        minimum (the groups may be in pools with different settings)."""
         self.group, self.num_groups = group, num_groups
         self.settings = PolicySettings(target_utilization, hysteresis, capacity_rows_per_s, min_replicas,
                                        max_replicas)
-        self.budget = None if budget_total is None else ReplicaBudget(budget_total, [min_replicas] * num_groups)
+        self.budget = None
+        if budget_dollars_per_hour is not None:
+            self.budget = CostBudget(budget_dollars_per_hour, list(group_prices),
+                                     list(group_min_replicas or [min_replicas] * num_groups))
 
     def __call__(self, ctx) -> tuple[int, dict]:
         metrics = ctx.aggregated_metrics or {}

@@ -117,10 +117,19 @@ class ReplicaRegistry:
         return self._version, {g: dict(r) for g, r in self._replicas.items()}
 
 
+# The head node's own resource (Ray gives it every head node): the registry lives there, beside Serve's
+# controller. Left to the scheduler, it landed on whichever node the first replica to ask was on, and a lost
+# expert node took it along: the router then held a handle to a dead registry and failed every step, while
+# the replica that replaced the lost one joined a new registry that the router never saw.
+_ON_THE_HEAD = {"node:__internal_head__": 0.001}
+
+
 def get_registry(app_name: str):
-    """The app's registry, created by whichever replica asks first. Detached, so it outlives any replica."""
+    """The app's registry, created by whichever replica asks first, on the head node. Detached, so it outlives
+    any replica; scheduled by default, so it leaves the placement group of a replica that creates it."""
     return ReplicaRegistry.options(name=f"{app_name}-registry", namespace=REGISTRY_NAMESPACE,
-                                   get_if_exists=True, lifetime="detached").remote()
+                                   get_if_exists=True, lifetime="detached", resources=_ON_THE_HEAD,
+                                   scheduling_strategy="DEFAULT").remote()
 
 
 class LiveReplicas:

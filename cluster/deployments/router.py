@@ -65,8 +65,9 @@ class RouterDeployment:
         ckpt = Checkpoint.open(cfg.model)
         tracing.configure("switchyard-router")  # on when the replica's environment names an OTLP endpoint
         sampling_defaults = load_sampling_defaults(cfg.model)  # a bad file fails here, before any weights load
-        self.telemetry = RouterTelemetry(cfg.name, cfg.prices.router_replica_per_hour,
-                                         cfg.prices.expert_replica_per_hour)
+        self.telemetry = RouterTelemetry(
+            cfg.name, cfg.prices.router_replica_per_hour,
+            [cfg.pool_of_group(g).replica_per_hour for g in range(cfg.num_groups)], pools=cfg.groups_of_pool())
         self.group_handles = group_handles
         self._stop = threading.Event()
 
@@ -96,7 +97,7 @@ class RouterDeployment:
             window = RoutingWindow(trace_metadata(ckpt.config, Path(cfg.model).name), cfg.replacement.window_tokens)
         # the groups' load forecast, from every request's routing (expert_pool.autoscaling.forecast)
         self.forecast = None
-        if self.experts is not None and cfg.expert_pool.autoscaling is not None and cfg.expert_pool.autoscaling.forecast:
+        if self.experts is not None and cfg.forecast_on:
             model = engine.model.config
             routing = RequestRouting(model.moe_layers, model.num_experts, model.top_k)
             self.forecast = LiveForecast(routing, engine.model,
@@ -107,7 +108,7 @@ class RouterDeployment:
                                                    self.engine)
 
         # the groups' autoscaling floor: the rows the router expects to send each group
-        if self.experts is not None and cfg.expert_pool.autoscaling is not None:
+        if self.experts is not None and cfg.autoscaled_groups:
             self._start_floor_reports()
 
         self.served = ServedModel(cfg.served_model_name or Path(cfg.model).name, self.engine,

@@ -20,6 +20,13 @@ replica killed while the graph was torn down is not in the next one.
 Every replica of a group gets a share of that group's tokens, so replicas add throughput, not only spares;
 where a group has replicas on the router's own node, the graph takes only those (locality.py: a channel to
 another node costs a network hop each way), and the others stand by for when they die.
+
+The graph never spans nodes. Where a group has no replica on the router's node, layers go by direct actor
+calls (`ActorTransport`, still least-loaded and local-first) until one has: when a node whose replicas a
+compiled graph reads from is lost, Ray's raylet on the router's node aborts on the closed channel
+(`experimental_mutable_object_provider.cc`, "Check failed: WriteAcquire ... Channel closed",
+ray-project/ray#63229), taking the router, the HTTP proxy and Serve's controller with it. A direct call to a
+lost node fails with `RayActorError` and is retried, as on one node.
 Replicas of groups with no tokens in a layer receive `None` and answer `None` at once.
 
 A router that starts ends the graph loops its replicas still run for a router that died
@@ -135,6 +142,7 @@ class CompiledGraphTransport:
         end_orphaned_loops(self.live)
         self.nodes, self.here = ReplicaNodes(), this_node()
         self._live_counts: list[int] | None = None  # live replicas per group at the last build
+        self.across_nodes = False  # the last build found a group with no replica here: direct calls instead
         self._lock = threading.RLock()
         self._graph: _Graph | None = None
         self._graph_version = -1  # registry version the graph was built from
@@ -167,6 +175,10 @@ class CompiledGraphTransport:
             slots += [_Slot(g, rid, replicas[rid]) for rid in ids]
         if {s.group for s in slots} != set(range(len(self.group_names))):
             return None  # some group has no live replica yet (starting, or replaced after a death)
+        # A replica whose node is unknown (it did not answer in time) counts as here: on one node it is.
+        self.across_nodes = any(self.nodes.node_of(s.replica_id) not in (None, self.here) for s in slots)
+        if self.across_nodes:
+            return None
         self.builds += 1
         return _Graph(slots, self.max_in_flight, self.timeout_s)
 
@@ -176,6 +188,8 @@ class CompiledGraphTransport:
         through a whole step, so that is between steps)."""
         graph = self._graph
         stale = self.live.latest_version != self._graph_version
+        if graph is None and self.across_nodes and not stale:
+            return None  # the same replica set as when it was found to span nodes: direct calls still
         if graph is None or graph.broken or (stale and graph.in_flight == 0):
             if self._graph is not None:
                 self._graph.teardown()
@@ -220,6 +234,9 @@ class CompiledGraphTransport:
                     log.warning("compiled graph build failed (%s); retrying over the live replicas", err)
                     self._graph, graph = None, None
                     self.live.snapshot(check_alive=True)
+                if graph is None and self.across_nodes:  # a graph would span nodes: never (module docstring)
+                    pending.direct = self._direct.send(pending.requests)
+                    return
                 if graph is not None:
                     inputs, pending.used = graph.split(pending.requests)
                     try:

@@ -21,4 +21,4 @@ def make_transport(cfg: AppConfig, group_handles: list) -> ExpertTransport:
 def replica_counts(transport: ExpertTransport, cfg: AppConfig) -> list[int]:
     """Live replicas of each group as the transport sees them; Serve's handles hide theirs: the configured count."""
     counts = getattr(transport, "replica_counts", None)
-    return counts() if counts is not None else [cfg.expert_pool.num_replicas] * cfg.num_groups
+    return counts() if counts is not None else [cfg.pool_of_group(g).pool.num_replicas for g in range(cfg.num_groups)]

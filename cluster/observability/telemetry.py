@@ -70,7 +70,10 @@ class NoGauges:
 
 
 class RouterTelemetry:
-    def __init__(self, app_name: str, router_price: float = 0.0, expert_price: float = 0.0, window_s: float = 60.0):
+    def __init__(self, app_name: str, router_price: float = 0.0, expert_price: float | list[float] = 0.0,
+                 window_s: float = 60.0, pools: dict[str, list[int]] | None = None):
+        """`expert_price`: per replica-hour, one for every group or one per group; `pools`: pool name -> its
+        groups (the cost per pool), default one pool of every group."""
         readers = [InMemoryMetricReader()]
         self._prometheus = None
         try:  # Prometheus exposition when the exporter is installed (it is a dependency of switchyard)
@@ -97,6 +100,10 @@ class RouterTelemetry:
         meter.create_observable_gauge("switchyard_cost_dollars_per_hour", unit="USD",
                                       callbacks=[self._observe("dollars_per_hour")],
                                       description="cost of the replicas deployed now (absent: not priced)")
+        meter.create_observable_gauge("switchyard_pool_cost_dollars_per_hour", unit="USD",
+                                      callbacks=[self._observe_pool_cost],
+                                      description="cost of each pool's replicas now (pool = router, experts, or a "
+                                                  "named pool of expert_pools; absent while it is not priced)")
         meter.create_observable_gauge("switchyard_output_tokens_per_second", unit="tokens/s",
                                       callbacks=[self._observe("tokens_per_second")])
         (self.request_duration, self.time_to_first_token, self.time_per_output_token, self.token_usage,
@@ -117,7 +124,7 @@ class RouterTelemetry:
             meter.create_observable_gauge(name, callbacks=[self._observe_forecast(key)], unit="1",
                                           description=description)
         self.forecast = None  # () -> the live forecast's snapshot (forecast_live.py), with the forecast on
-        self.router_price, self.expert_price = router_price, expert_price
+        self.router_price, self.expert_price, self.pools = router_price, expert_price, pools
         self.gauges: RouterGauges = NoGauges()  # the router deployment, once its engine exists
         self._recent: deque[tuple[float, int]] = deque()
         # The engine thread writes the window while the HTTP thread (/metrics, stats, the cost gauge) reads
@@ -174,7 +181,8 @@ class RouterTelemetry:
 
     def cost(self) -> dict:
         router, experts = self.gauges.replica_counts()
-        return cost_report(router, experts, self.router_price, self.expert_price, self.tokens_per_second())
+        return cost_report(router, experts, self.router_price, self.expert_price, self.tokens_per_second(),
+                           self.pools)
 
     def _observe(self, key: str):
         def callback(_options):
@@ -183,6 +191,12 @@ class RouterTelemetry:
             value = self.cost()[key]
             return [] if value is None else [Observation(value, self.attrs)]
         return callback
+
+    def _observe_pool_cost(self, _options):
+        from opentelemetry.metrics import Observation
+
+        return [Observation(line["dollars_per_hour"], {**self.attrs, "pool": name})
+                for name, line in self.cost()["pools"].items() if line["dollars_per_hour"] is not None]
 
     def _observe_requests(self, _options):
         from opentelemetry.metrics import Observation
