@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from switchyard.cluster.planning.hardware import resolve_profile
 from switchyard.cluster.planning.model_shape import load_shape, reference_model
-from switchyard.cluster.planning.routing import TraceRouting, skew_routing, trace_experts
+from switchyard.cluster.planning.routing import RoutingSource, TraceRouting
 from switchyard.cluster.planning.search import (DEFAULT_BATCHES, DEFAULT_EP_SIZES, DEFAULT_GROUPS,
                                                 DEFAULT_MICRO_BATCHES, DEFAULT_REPLICAS, Target, cheapest,
                                                 expert_parallel_plans, group_plans)
@@ -27,20 +27,12 @@ def _shape(model: str):
     return load_shape(model if Path(model).exists() else reference_model(model))
 
 
-def _routing(args, shape):
-    traces = TraceRouting(args.traces) if args.traces else None
-    experts = trace_experts(args.traces) if args.traces else 0
-
-    def routing(groups: int, placement: str):
-        if traces is not None and experts % groups == 0 and groups <= experts:
-            return traces.routing(groups, placement)
-        return skew_routing(shape.num_experts, shape.top_k, groups, args.skew)
-
-    return routing
+def _routing(args, shape) -> RoutingSource:
+    return RoutingSource(shape.num_experts, shape.top_k, args.skew, TraceRouting(args.traces) if args.traces else None)
 
 
-def search_all(args, shape, hw, target):
-    routing = _routing(args, shape)
+def search_all(args, shape, hw, target, source: RoutingSource):
+    routing = source.routing
     transports = args.transport or [t for t in ("nvlink", "rdma", "ray-compiled", "ray-actor", "serve-handle")
                                      if t in hw.transports]
     kw = dict(groups=DEFAULT_GROUPS, batches=DEFAULT_BATCHES, micro_batches=DEFAULT_MICRO_BATCHES,
@@ -61,6 +53,29 @@ def search_all(args, shape, hw, target):
                                                      DEFAULT_MICRO_BATCHES, redundant_experts=shape.num_experts // 8,
                                                      every_size=True)}
     return found
+
+
+def _pool_profile(text: str):
+    """`L40S` or `L40S=1.20` (its price per GPU-hour)."""
+    name, _, price = text.partition("=")
+    try:
+        return resolve_profile(name, float(price) if price else None)
+    except ValueError:
+        raise SystemExit(f"--pool-hardware {text!r}: a profile, or PROFILE=PRICE") from None
+
+
+def with_pools(args, shape, hw, source: RoutingSource, plan) -> dict:
+    """The plan's JSON, a groups plan's with its hot/cold pools (cluster/planning/pools.py)."""
+    out = plan.to_json()
+    if plan.deployment.layout == "groups":
+        from switchyard.cluster.planning.hardware import BUILTIN_PROFILES
+        from switchyard.cluster.planning.pools import cheaper_profiles, recommend_pools
+
+        candidates = ([hw] + [_pool_profile(text) for text in args.pool_hardware] if args.pool_hardware
+                      else cheaper_profiles(hw, BUILTIN_PROFILES))
+        shares, origin = source.shares(plan.deployment.num_groups, plan.placement)
+        out["pools"] = recommend_pools(shape, hw, plan.deployment, shares, candidates, origin)
+    return out
 
 
 def transport_floor(shape, hw, target) -> list[dict]:
@@ -96,11 +111,12 @@ def _run_plan(args) -> int:
     shape = _shape(args.model)
     hw = resolve_profile(args.hardware, args.price)
     target = Target(args.tokens_per_s, args.itl_ms / 1000.0, args.ttft_s, args.context, args.prompt)
-    found = search_all(args, shape, hw, target)
+    source = _routing(args, shape)
+    found = search_all(args, shape, hw, target, source)
     report = {"model": shape.name, "hardware": hw.name, "hardware_source": hw.source,
               "target": target.__dict__, "transports": transport_floor(shape, hw, target),
-              "plans": {k: [p.to_json() for p in cheapest(v, args.top)] for k, v in found.items()
-                        if not k.startswith("_")}}
+              "plans": {k: [with_pools(args, shape, hw, source, p) for p in cheapest(v, args.top)]
+                        for k, v in found.items() if not k.startswith("_")}}
     if args.plot:
         from switchyard.cluster.planning.pareto import plot_pareto
 
@@ -147,6 +163,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", type=int, default=2000, help="prompt length for the TTFT estimate, tokens")
     p.add_argument("--transport", action="append", default=None,
                    help="restrict the search to this transport (repeatable): nvlink, rdma, ray-compiled, ...")
+    p.add_argument("--pool-hardware", action="append", default=None,
+                   help="hardware for a cold pool of the less loaded groups (repeatable); default: every built-in "
+                        "profile cheaper per GPU-hour than --hardware; NAME=PRICE sets its price. --hardware "
+                        "itself (fewer replicas for the cold groups) is always tried")
     p.add_argument("--top", type=int, default=5, help="plans to print per layout")
     p.add_argument("--plot", default=None, help="write the throughput-against-cost Pareto plot (PNG) here")
     p.add_argument("--simulate", choices=("steady", "bursty", "day"), default=None,

@@ -132,33 +132,63 @@ def dense_and_head_s(m: ModelShape, hw: HardwareProfile, tokens: float, context:
     return m.num_dense_layers * dense + head
 
 
+def router_side_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> tuple[float, float, float]:
+    """A router's part of one MoE layer for one micro-batch (groups layout): its attention, its trip to the groups
+    and back (fixed latency and bytes), and the bytes' time alone on its link."""
+    b = d.batch_per_router / d.micro_batches
+    link = hw.transport(d.transport)
+    att = attention_s(m, hw, b, d.context_tokens, d.gpus_per_router)
+    wire = b * d.fan_out * m.hidden_size * m.activation_bytes  # each way
+    bytes_s = 2.0 * wire / (link.bandwidth_bytes_per_s * hw.network_efficiency)
+    return att, link.latency_s + bytes_s, bytes_s
+
+
+def group_pass_s(m: ModelShape, hw: HardwareProfile, d: Deployment, assignments: float, replicas: int,
+                 gpus: int) -> tuple[float, float]:
+    """One expert group's work in one MoE layer, on its own hardware (`hw`, `gpus` a replica, `replicas` sharing
+    the routers' calls): `assignments` (token, expert) pairs from one router's micro-batch. Returns (the pass a
+    micro-batch's chain waits for, one replica's busy time over every call and micro-batch of the layer)."""
+    per_group = m.num_experts / d.num_groups
+    calls = d.routers / replicas
+    if d.coalesce_calls:  # one pass over every router's micro-batch: the chain waits for the merged pass
+        one = experts_s(m, hw, assignments * calls, per_group, gpus)
+        return one, d.micro_batches * one
+    one = experts_s(m, hw, assignments, per_group, gpus)
+    return one, d.micro_batches * calls * one
+
+
+def groups_layer_s(d: Deployment, att: float, trip: float, bytes_s: float, chain: float, busy: float) -> float:
+    """A MoE layer of the groups layout: one micro-batch's own chain, or the busiest shared resource (router,
+    group replica, link), whichever is longest. `chain` and `busy` are the slowest group's."""
+    mb = d.micro_batches
+    return max(att + trip + chain, mb * att, busy, mb * bytes_s)
+
+
+def overhead_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> float:
+    """Launches and synchronisation per layer and micro-batch, and the host's work per step."""
+    return m.num_layers * hw.layer_overhead_s * d.micro_batches + hw.step_overhead_s
+
+
+def outside_moe_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> float:
+    """What a step spends outside its MoE layers: dense layers, the LM head, launches and host work."""
+    return dense_and_head_s(m, hw, d.batch_per_router, d.context_tokens, d.gpus_per_router) + overhead_s(m, hw, d)
+
+
 def decode_step(m: ModelShape, hw: HardwareProfile, d: Deployment) -> StepBreakdown:
     mb = d.micro_batches
     b = d.batch_per_router / mb  # tokens of one micro-batch
     ctx = d.context_tokens
-    overhead = m.num_layers * hw.layer_overhead_s * mb + hw.step_overhead_s
+    overhead = overhead_s(m, hw, d)
     if d.layout == "single":
         att = attention_s(m, hw, b, ctx, d.gpus_per_router)
         exp = experts_s(m, hw, b * m.top_k, m.num_experts, d.gpus_per_router)
         layer, parts = att + exp, (att, exp, 0.0, 0.0)
     elif d.layout == "groups":
-        link = hw.transport(d.transport)
-        att = attention_s(m, hw, b, ctx, d.gpus_per_router)
-        per_group = m.num_experts / d.num_groups
+        att, trip, bytes_s = router_side_s(m, hw, d)
         fair = b * m.top_k / d.num_groups
-        exp_fair = experts_s(m, hw, fair, per_group, d.gpus_per_group_replica)
-        exp = experts_s(m, hw, fair * d.imbalance, per_group, d.gpus_per_group_replica)
-        wire = b * d.fan_out * m.hidden_size * m.activation_bytes  # each way
-        bytes_s = 2.0 * wire / (link.bandwidth_bytes_per_s * hw.network_efficiency)
-        trip = link.latency_s + bytes_s
-        calls_per_replica = d.routers / d.group_replicas
-        if d.coalesce_calls:  # one pass over every router's micro-batch: the chain waits for the merged pass
-            merged = fair * calls_per_replica
-            exp_fair = experts_s(m, hw, merged, per_group, d.gpus_per_group_replica)
-            exp = experts_s(m, hw, merged * d.imbalance, per_group, d.gpus_per_group_replica)
-            layer = max(att + trip + exp, mb * att, mb * exp, mb * bytes_s)
-        else:
-            layer = max(att + trip + exp, mb * att, mb * calls_per_replica * exp, mb * bytes_s)
+        exp_fair, _ = group_pass_s(m, hw, d, fair, d.group_replicas, d.gpus_per_group_replica)
+        exp, busy = group_pass_s(m, hw, d, fair * d.imbalance, d.group_replicas, d.gpus_per_group_replica)
+        layer = groups_layer_s(d, att, trip, bytes_s, exp, busy)
         parts = (att, exp_fair, exp - exp_fair, trip)
     elif d.layout == "expert-parallel":
         link = hw.transport(d.transport)

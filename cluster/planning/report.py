@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def _plan_line(p: dict) -> str:
     return (f"  {p['describe']}\n    {p['tokens_per_s']:,.0f} tok/s, ITL {1000 * p['itl_s']:.1f} ms, "
@@ -15,6 +17,32 @@ def _breakdown(step: dict) -> str:
     return f"    one decode step {1000 * step['step_s']:.1f} ms = {cells} (ms; overlap hidden is subtracted)"
 
 
+def _ranges(groups: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, start = [], None
+    for i, g in enumerate(groups):
+        if start is None:
+            start = g
+        if i + 1 == len(groups) or groups[i + 1] != g + 1:
+            out.append(str(start) if start == g else f"{start}-{g}")
+            start = None
+    return ",".join(out)
+
+
+def _pools(pools: dict) -> list[str]:
+    if not pools["recommended"]:
+        return [f"    pools: {pools['summary']}"]
+    lines = [f"    pools: {pools['summary']}, ${pools['dollars_per_million']:.3f} against "
+             f"${pools['baseline']['dollars_per_million']:.3f} per 1M tokens, step "
+             f"{1000 * pools['step_s']:.1f} ms (all on {pools['baseline']['hardware']}: "
+             f"{1000 * pools['baseline']['step_s']:.1f} ms)"]
+    for p in pools["pools"]:
+        lines.append(f"      {p['name']:12} {p['hardware']:5} groups {_ranges(p['groups'])} ({p['load_share']:.0%} of "
+                     f"the load): {p['replicas']} replicas x {p['gpus_per_replica']} GPU each, "
+                     f"${p['dollars_per_hour']:,.2f}/h")
+    return lines
+
+
 def print_report(report: dict) -> None:
     t = report["target"]
     print(f"{report['model']} on {report['hardware']}: target {t['tokens_per_s']:,.0f} tok/s, p95 ITL "
@@ -26,6 +54,12 @@ def print_report(report: dict) -> None:
             print(_plan_line(p))
             if i == 0:
                 print(_breakdown(p["step"]))
+            if "pools" in p:
+                print("\n".join(_pools(p["pools"])))
+    snippet = next((p["pools"]["app_config"] for plans in report["plans"].values() for p in plans
+                    if p.get("pools", {}).get("recommended")), None)
+    if snippet:
+        print(f"\nthe first split as app config (`expert_pools`; add `model`):\n  {json.dumps(snippet)}")
     print("\nper-layer transports: the fixed round trips alone, one per MoE layer and token")
     for row in report["transports"]:
         verdict = "fits" if row["fits_itl"] else "exceeds"

@@ -25,6 +25,7 @@ class PlacementReport:
     imbalance: np.ndarray  # [L] max / mean of per-group (token, expert) assignments
     bytes_per_token: np.ndarray  # [L] fan_out * hidden_size * bytes_per_element, router -> groups, one way
     group_switches: np.ndarray  # [L-1] mean groups a token uses at layer l+1 but did not at layer l
+    group_load: np.ndarray | None = None  # [L, G] (token, expert) assignments each group took (the planner's load)
 
     @property
     def mean_fan_out(self) -> float:
@@ -79,7 +80,7 @@ def evaluate_placement(
     layers = [int(layer) for layer in routing.layers if int(layer) in placement.layers]
     if not layers:
         raise ValueError(f"no common layers: placement {list(placement.layers)}, traces {routing.layers.tolist()}")
-    fan_out, imbalance, switches = [], [], []
+    fan_out, imbalance, switches, loads = [], [], [], []
     previous: np.ndarray | None = None
     for layer in layers:
         l = int(np.flatnonzero(routing.layers == layer)[0])
@@ -87,6 +88,7 @@ def evaluate_placement(
         used = groups_used(group_ids, placement.num_groups)  # [T, G]
         fan_out.append(used.sum(1).mean())
         imbalance.append(load.max() / load.mean())
+        loads.append(load)
         if previous is not None:
             switches.append((used & ~previous).sum(1).mean())
         previous = used
@@ -98,4 +100,5 @@ def evaluate_placement(
         imbalance=np.array(imbalance),
         bytes_per_token=fan * hidden_size * bytes_per_element,
         group_switches=np.array(switches),
+        group_load=np.array(loads),
     )
