@@ -4,7 +4,8 @@
   (the app's `args` are the chart's `switchyard:` values), so `serve deploy configs/serve.yaml` and the
   RayService run the same application.
 - `helm/values.schema.json` checks `switchyard:` with `AppConfig`'s own JSON schema (`$defs.AppConfig`),
-  so `helm install` refuses what the app would refuse.
+  so `helm install` refuses what the app would refuse; an `expertPools` item (`$defs.expertPool`) is the app's
+  `GroupPool` plus `workers`, a worker group less what the chart derives.
 
     python scripts/render_serve_config.py           # write both
     python scripts/render_serve_config.py --check   # exit 1, naming the file, if either is stale
@@ -15,6 +16,7 @@ Renders with the Helm SDK (`helm_python`); needs no cluster and no `helm` binary
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -64,12 +66,37 @@ def serve_config_text() -> str:
 
 
 def schema_text() -> str:
-    """`helm/values.schema.json` with `$defs.AppConfig` taken from `AppConfig` itself."""
+    """`helm/values.schema.json` with `$defs.AppConfig` taken from `AppConfig` itself, and `$defs.expertPool`
+    made from it and `$defs.workerGroup`."""
     from switchyard.configs.serve import AppConfig
 
     schema = json.loads(SCHEMA.read_text())
-    schema["$defs"]["AppConfig"] = AppConfig.model_json_schema(ref_template="#/$defs/AppConfig/$defs/{model}")
+    defs = schema["$defs"]
+    defs["AppConfig"] = AppConfig.model_json_schema(ref_template="#/$defs/AppConfig/$defs/{model}")
+    defs["expertPool"] = expert_pool_schema(defs["AppConfig"]["$defs"]["GroupPool"], defs["workerGroup"])
     return json.dumps(schema, indent=2) + "\n"
+
+
+# What the chart sets on a pool's worker group itself (helm/templates/_pools.tpl), so not a value of `workers`.
+DERIVED = ("groupName", "minReplicas", "maxReplicas")
+
+
+def expert_pool_schema(group_pool: dict, worker_group: dict) -> dict:
+    """An `expertPools` item: the app's `GroupPool` with `workers` (its node type), and a name that can also
+    name the worker group."""
+    workers = copy.deepcopy(worker_group)
+    workers["properties"] = {k: v for k, v in workers["properties"].items() if k not in DERIVED}
+    workers["required"] = [k for k in workers["required"] if k not in DERIVED]
+    workers["description"] = "the pool's node type: its worker group, less " + ", ".join(DERIVED) + \
+        " (the chart sets them)"
+    pool = copy.deepcopy(group_pool)
+    pool["description"] = "an expert pool on a node type of its own (docs/kubernetes.md, Pools per node type)"
+    name = worker_group["properties"]["groupName"]
+    pool["properties"]["name"] = {**pool["properties"]["name"], "pattern": name["pattern"],
+                                  "maxLength": name["maxLength"]}
+    pool["properties"]["workers"] = workers
+    pool["required"] = [*pool["required"], "workers"]
+    return pool
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -2,8 +2,9 @@
 
 Checks: lint; the rendered RayService against KubeRay's CRD schema (unknown fields refused, as `kubectl
 apply` does); its serveConfigV2 against Ray Serve's schema and its app args against `AppConfig`; the cluster's
-shape (head without GPUs, autoscaling, GPU worker groups, mounts where the app reads, non-root); that
-configs/serve.yaml and the schema's AppConfig are up to date; and that bad values are refused by name.
+shape (head without GPUs, autoscaling, GPU worker groups, mounts where the app reads, non-root); one worker
+group per expert pool, which that pool's replicas alone fit; that configs/serve.yaml and the schema's AppConfig
+are up to date; and that bad values are refused by name.
 """
 
 from __future__ import annotations
@@ -417,3 +418,143 @@ def test_a_bad_node_placement_is_refused_by_the_schema():
     with pytest.raises(helm.HelmError) as err:
         render({"switchyard": {"expert_pool": {"nodes": {"max_replicas_per_node": 0}}}})
     assert "/switchyard/expert_pool/nodes/max_replicas_per_node" in str(err.value)
+
+
+# -- expert pools per node type (expertPools) ---------------------------------------------------------------
+_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# Groups 0-1 hot on H100 nodes, 2-3 cold on CPU nodes at a sixth of the price, group 4 in no pool (expertWorkers).
+HOT_POOL = {"name": "hot", "groups": [0, 1], "replica_per_hour": 3.0,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 4},
+            "workers": {"resources": {"cpu": "16", "memory": "128Gi", "gpu": 1}, "tolerations": [_GPU_TOLERATION],
+                        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+                        "rayResources": {"h100": 1}},
+            "nodes": {"resources": {"h100": 1}}}
+COLD_POOL = {"name": "cold", "groups": [2, 3], "device": "cpu", "num_cpus": 8, "num_gpus": 0, "replica_per_hour": 0.5,
+             "autoscaling": {"min_replicas": 1, "max_replicas": 2},
+             "workers": {"resources": {"cpu": "16", "memory": "64Gi", "gpu": 0},
+                         "nodeSelector": {"node.kubernetes.io/instance-type": "c7i.4xlarge"},
+                         "rayLabels": {"switchyard.io/cpu": "c7i"}},
+             "nodes": {"label_selector": {"switchyard.io/cpu": "c7i"}, "max_replicas_per_node": 1}}
+POOLS = {"switchyard": {"num_groups": 5}, "expertPools": [HOT_POOL, COLD_POOL]}
+
+
+def _takes(group: dict, options: dict) -> bool:
+    """Whether a node of this worker group could take a replica with these Ray actor options: its labels match
+    the selector, and it offers the custom resources and GPUs."""
+    labels, offered = group.get("labels", {}), group.get("resources", {})
+    return all(labels.get(k) == v for k, v in options.get("label_selector", {}).items()) \
+        and all(float(offered.get(k, 0)) >= amount for k, amount in options.get("resources", {}).items()) \
+        and float(group["rayStartParams"]["num-gpus"]) >= options["num_gpus"]
+
+
+def test_one_worker_group_per_pool(rayservice_validator):
+    rayservice = the(render(POOLS), "RayService")
+    assert crd_errors(rayservice_validator, rayservice) == []
+    groups = {g["groupName"]: g for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert list(groups) == ["router", "experts-gpu", "hot", "cold"]
+    hot, cold = groups["hot"], groups["cold"]
+    # a pod per replica: each group's min_replicas..max_replicas, times the pool's 2 groups
+    assert (hot["minReplicas"], hot["maxReplicas"]) == (2, 8) and hot["replicas"] == 2
+    assert (cold["minReplicas"], cold["maxReplicas"]) == (2, 4)
+    assert hot["labels"] == {"switchyard.io/expert-pool": "hot"} and hot["resources"] == {"h100": "1"}
+    assert cold["labels"] == {"switchyard.io/cpu": "c7i", "switchyard.io/expert-pool": "cold"}
+    assert groups["experts-gpu"]["labels"] == {"switchyard.io/expert-pool": "experts"}
+    (hot_pod,), (cold_pod,) = hot["template"]["spec"]["containers"], cold["template"]["spec"]["containers"]
+    assert hot_pod["resources"]["limits"] == {"cpu": "16", "memory": "128Gi", "nvidia.com/gpu": 1}
+    assert cold_pod["resources"]["limits"] == {"cpu": "16", "memory": "64Gi"}
+    assert cold["rayStartParams"]["num-gpus"] == "0"
+    assert hot["template"]["spec"]["tolerations"] == [_GPU_TOLERATION] and "tolerations" not in cold["template"]["spec"]
+    assert cold["template"]["spec"]["nodeSelector"] == {"node.kubernetes.io/instance-type": "c7i.4xlarge"}
+    assert cold["template"]["metadata"]["labels"]["switchyard.io/node-group"] == "cold"
+
+
+def test_each_pool_selects_exactly_its_worker_group():
+    rayservice = the(render(POOLS), "RayService")
+    config = AppConfig.model_validate(app_args(rayservice))
+    assert config.groups_of_pool() == {"hot": [0, 1], "cold": [2, 3], "experts": [4]}
+    assert {name: (p.device, p.replica_per_hour) for name, p in config.pools().items()} == \
+        {"hot": ("cuda", 3.0), "cold": ("cpu", 0.5), "experts": ("cuda", 0.0)}
+    workers = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    for group in range(config.num_groups):
+        pool = config.pool_of_group(group)
+        options = pool.pool.deployment_options(group)["ray_actor_options"]
+        takers = [w["groupName"] for w in workers if _takes(w, options)]
+        assert takers == [{"experts": "experts-gpu"}.get(pool.name, pool.name)], (group, options)
+    # the app's pools are the values less `workers`, and the chart's label
+    (hot, cold) = app_args(rayservice)["expert_pools"]
+    assert {k: v for k, v in cold.items() if k != "nodes"} == {k: v for k, v in COLD_POOL.items()
+                                                                 if k not in ("nodes", "workers")}
+    assert cold["nodes"]["max_replicas_per_node"] == 1 and hot["nodes"]["resources"] == {"h100": 1}
+
+
+def test_chart_with_pools_lints_clean():
+    report = helm.lint(CHART, POOLS, strict=True)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_group_in_a_pool_leaves_out_expert_workers():
+    rayservice = the(render({"expertPools": [{**COLD_POOL, "groups": [0, 1]}]}), "RayService")
+    assert [g["groupName"] for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]] == ["router", "cold"]
+    args = app_args(rayservice)
+    assert "nodes" not in args["expert_pool"]  # no group left to pin
+    AppConfig.model_validate(args)
+
+
+def _pool(base: dict, drop: tuple[str, ...] = (), **change) -> dict:
+    """`base` with `change`, less the keys in `drop`."""
+    return {k: v for k, v in {**copy.deepcopy(base), **change}.items() if k not in drop}
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"expertPools": [_pool(COLD_POOL, groups=[1, 2])]}, r"expertPools\[0\].groups: 2 is not an expert group "
+     r"\(switchyard.num_groups is 2: 0..1\)"),
+    ({"expertPools": [_pool(HOT_POOL, groups=[0]), _pool(COLD_POOL, groups=[1, 0])]},
+     r"expertPools\[1\].groups: group 0 is already in pool hot"),
+    ({"expertPools": [_pool(COLD_POOL, groups=[0]), _pool(COLD_POOL, groups=[1])]},
+     r"expertPools\[1\].name: cold is the name of an earlier pool"),
+    ({"expertPools": [_pool(COLD_POOL, name="experts")]}, r"expertPools\[0\].name: experts is the pool of the groups"),
+    ({"expertPools": [_pool(COLD_POOL, groups=[1], name="router")]}, r"worker group name router is used twice"),
+    ({"expertPools": [_pool(COLD_POOL, groups=[1], device="cuda", num_gpus=1)]},
+     r"expertPools\[0\] \(cold\) runs on cuda but expertPools\[0\].workers.resources.gpu is 0"),
+    ({"expertPools": [_pool(HOT_POOL, num_gpus=0)]},
+     r"expertPools\[0\] \(hot\) runs on cuda but expertPools\[0\].num_gpus is 0"),
+    ({"expertPools": [_pool(COLD_POOL, groups=[1], drop=("num_gpus",))]},
+     r"expertPools\[0\].num_gpus \(1, switchyard.expert_pool's where unset\) is more than a pod of the pool has"),
+    ({"expertPools": [_pool(COLD_POOL, groups=[1], nodes={"label_selector": {"switchyard.io/cpu": "graviton"}})]},
+     r"expertPools\[0\].nodes.label_selector: switchyard.io/cpu=graviton \(group 1\) is a label of no "
+     r"expertPools\[0\].workers group"),
+    ({"switchyard": {"expert_pools": [{"name": "cold", "groups": [1]}]}}, r"switchyard.expert_pools: list the pools "
+     r"in expertPools instead"),
+])
+def test_bad_pools_are_refused_naming_the_value(values, message):
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert type(err.value).__name__ == "HelmRenderError"
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+@pytest.mark.parametrize("pool,path", [
+    (_pool(COLD_POOL, drop=("workers",)), r"/expertPools/0'.*missing property 'workers'"),
+    (_pool(COLD_POOL, workers={**COLD_POOL["workers"], "maxReplicas": 9}), r"/expertPools/0/workers'.*maxReplicas"),
+    (_pool(COLD_POOL, name="cold-"), r"/expertPools/0/name'.*does not match"),
+    (_pool(COLD_POOL, replica_per_hour=-1), r"/expertPools/0/replica_per_hour'"),
+])
+def test_bad_pool_values_are_refused_by_the_schema(pool, path):
+    with pytest.raises(helm.HelmError) as err:
+        render({"expertPools": [pool]})
+    assert type(err.value).__name__ == "HelmValuesError"
+    assert re.search(path, str(err.value)), str(err.value)
+
+
+@pytest.mark.parametrize("change,bounds", [
+    ({"autoscaling": None, "num_replicas": 3}, (6, 6)),  # a fixed count
+    ({"drop": ("autoscaling",)}, (2, 4)),  # expert_pool's bounds, 1..2
+])
+def test_pool_worker_bounds_follow_the_apps_replicas(change, bounds):
+    values = {"switchyard": {"num_groups": 3}, "expertPools": [_pool(COLD_POOL, groups=[1, 2], **change)]}
+    rayservice = the(render(values), "RayService")
+    (cold,) = [g for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "cold"]
+    assert (cold["minReplicas"], cold["maxReplicas"]) == bounds
+    pool = AppConfig.model_validate(app_args(rayservice)).pool_of_group(1).pool
+    most = pool.autoscaling.max_replicas if pool.autoscaling else pool.num_replicas
+    assert cold["maxReplicas"] == 2 * most

@@ -37,7 +37,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end }}
 
-{{/* The Ray Serve config (`serveConfigV2`); its app `args` are the `switchyard:` values, unchanged. */}}
+{{/* The Ray Serve config (`serveConfigV2`); its app `args` are the `switchyard:` values, with the pools of
+`expertPools` added (_pools.tpl; without pools, the values unchanged). */}}
 {{- define "switchyard.serveConfig" -}}
 proxy_location: {{ .Values.serve.proxyLocation }}
 http_options:
@@ -48,7 +49,7 @@ applications:
     route_prefix: {{ .Values.serve.routePrefix }}
     import_path: switchyard.cluster.app:build_app
     args:
-      {{- toYaml .Values.switchyard | nindent 6 }}
+      {{- include "switchyard.appArgs" . | nindent 6 }}
 {{- end }}
 
 {{/* The placement ConfigMap's name, or "" without a placement file. */}}
@@ -143,9 +144,9 @@ limits:
 {{- end }}
 
 {{/*
-One Ray pod template. Arguments: root (the chart's context), node (head, routerWorkers or an expertWorkers
-item), role ("head" or "worker"). KubeRay adds the `ray start` command, /dev/shm, and its own probes where
-none is set.
+One Ray pod template. Arguments: root (the chart's context), node (head, routerWorkers, an expertWorkers
+item or a pool's worker group), role ("head" or "worker"). KubeRay adds the `ray start` command, /dev/shm, and
+its own probes where none is set.
 */}}
 {{- define "switchyard.podTemplate" -}}
 {{- $root := .root }}
