@@ -130,8 +130,8 @@ def _run_plan(args) -> int:
 
         pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
         best = cheapest(pool, 1)
-        report["simulation"] = compare_day(shape, hw, best[0], args.simulate, args.sim_hours,
-                                                 trough=args.trough) if best else None
+        report["simulation"] = compare_day(shape, hw, best[0], args.simulate, args.sim_hours, trough=args.trough,
+                                           bounds=args.saving_bounds) if best else None
     if args.json:
         print(json.dumps(report, indent=1, default=float))
     else:
@@ -175,6 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="simulate the cheapest plan with coalesced group calls instead")
     p.add_argument("--trough", type=float, default=0.25,
                    help="the day's lowest rate (or the rate outside a burst) as a fraction of the peak")
+    p.add_argument("--saving-bounds", action="store_true",
+                   help="with --simulate: also what limits the saving (delays, hysteresis, pools that cannot scale, "
+                        "the day's shape), a simulation per brake taken off")
     p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (--simulate)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--validate", action="store_true",

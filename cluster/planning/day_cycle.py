@@ -34,16 +34,24 @@ VARIANTS = {
 
 
 def compare_day(m: ModelShape, hw: HardwareProfile, plan: Plan, kind: str = "day", hours: float = 24.0,
-                settings: ScalingSettings = DAY_SETTINGS, trough: float = 0.25) -> dict:
-    """Fixed at peak against the autoscaled variants; the first variant is the headline."""
+                settings: ScalingSettings = DAY_SETTINGS, trough: float = 0.25, bounds: bool = False) -> dict:
+    """Fixed at peak against the autoscaled variants; the first variant is the headline. `bounds`: also what
+    limits the saving (saving_bounds.py: a run per brake on scaling taken off)."""
     workload = workload_for(plan, kind, hours, trough=trough)
     fixed = simulate(m, hw, plan.deployment, workload, replace(settings, autoscale=False))
-    variants = []
+    variants, runs = [], []
     for label, change in VARIANTS.items():
         auto = simulate(m, hw, plan.deployment, workload, replace(settings, **change))
+        runs.append((label, replace(settings, **change), auto))
         variants.append({"policy": label, "autoscaled": auto.summary(),
                          "saving": 1.0 - auto.device_hours / fixed.device_hours,
+                         "replica_saving": 1.0 - auto.replica_hours / fixed.replica_hours,
                          "itl_ratio": auto.itl_p95_s / fixed.itl_p95_s})
-    return {"workload": f"{kind}, {hours:g} h, peak {workload.peak_tokens_per_s:,.0f} tok/s, trough "
-                        f"{workload.trough_fraction:.0%} of peak", "plan": plan.describe(),
-            "fixed_at_peak": fixed.summary(), "variants": variants}
+    out = {"workload": f"{kind}, {hours:g} h, peak {workload.peak_tokens_per_s:,.0f} tok/s, trough "
+                       f"{workload.trough_fraction:.0%} of peak", "plan": plan.describe(),
+           "fixed_at_peak": fixed.summary(), "variants": variants}
+    if bounds:
+        from switchyard.cluster.planning.saving_bounds import saving_bounds
+
+        out["bounds"] = saving_bounds(m, hw, plan, workload, fixed, runs)
+    return out

@@ -43,6 +43,20 @@ def _pools(pools: dict) -> list[str]:
     return lines
 
 
+def _bounds(b: dict) -> list[str]:
+    lines = [f"  what bounds the saving, from {b['base']}:"]
+    for r in b["rows"]:
+        lines.append(f"    {r['what']:66} {r['device_hours']:8,.0f} GPU-hours ({r['saving']:.1%} fewer), "
+                     f"p95 ITL {r['itl_ratio']:.2f}x")
+    u = b["unscalable"]
+    if u["pools"]:
+        lines.append(f"    pools that cannot scale ({', '.join(u['pools'])}): {u['device_hours']:,.0f} GPU-hours, "
+                     f"{u['share']:.1%} of fixed at peak, in every hour")
+    ideal = ", ".join(f"at {k} {v:.1%}" for k, v in b["perfect_scaler"].items())
+    lines.append(f"    a perfect scaler (every pool at load / utilisation, within its bounds) saves {ideal}")
+    return lines
+
+
 def print_report(report: dict) -> None:
     t = report["target"]
     print(f"{report['model']} on {report['hardware']}: target {t['tokens_per_s']:,.0f} tok/s, p95 ITL "
@@ -71,10 +85,14 @@ def print_report(report: dict) -> None:
         print(f"\nsimulated {sim['workload']}, plan: {sim['plan']}")
         print(f"  fixed at peak: {f['device_hours']:,.0f} GPU-hours, p95 ITL {1000 * f['itl_p95_s']:.1f} ms, "
               f"${f['dollars_per_million']:.3f} per 1M tokens")
+        print(f"  (replica-hours: {f['replica_hours']:,.0f}, {f['router_replica_hours']:,.0f} of routers)")
         for v in sim["variants"]:
             a = v["autoscaled"]
-            print(f"  autoscaled, {v['policy']}: {a['device_hours']:,.0f} GPU-hours ({v['saving']:.0%} fewer), "
+            print(f"  autoscaled, {v['policy']}: {a['device_hours']:,.0f} GPU-hours ({v['saving']:.1%} fewer), "
                   f"p95 ITL {1000 * a['itl_p95_s']:.1f} ms ({v['itl_ratio']:.2f}x), p95 TTFT {a['ttft_p95_s']:.1f} s, "
-                  f"${a['dollars_per_million']:.3f} per 1M tokens")
+                  f"${a['dollars_per_million']:.3f} per 1M tokens; {a['replica_hours']:,.0f} replica-hours "
+                  f"({v['replica_saving']:.1%} fewer)")
+        if sim.get("bounds"):
+            print("\n".join(_bounds(sim["bounds"])))
     if report.get("plot"):
         print(f"\nwrote the Pareto plot to {report['plot']}")

@@ -77,10 +77,18 @@ class SimResult:
     itl_p95_s: float
     ttft_p50_s: float
     ttft_p95_s: float
+    # replica-hours (a router replica is gpus_per_router GPUs, a group replica gpus_per_group_replica), starting
+    # replicas included: they are paid for while they load
+    router_replica_hours: float
+    group_replica_hours: float
     timeline: list  # (t, routers, [group replicas], queued requests) per tick
 
+    @property
+    def replica_hours(self) -> float:
+        return self.router_replica_hours + self.group_replica_hours
+
     def summary(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "timeline"}
+        return {**{k: v for k, v in self.__dict__.items() if k != "timeline"}, "replica_hours": self.replica_hours}
 
 
 def weighted_quantile(values: list[float], weights: list[float], q: float) -> float:
@@ -164,7 +172,7 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
     queue: list[list[float]] = []  # [count, arrival time]
     active: list[list[float]] = []  # [count, tokens left]
     itl, itl_w, ttft, ttft_w, timeline = [], [], [], [], []
-    device_s = tokens = 0.0
+    router_s = group_s = tokens = 0.0  # replica-seconds
     next_policy = 0.0
     for i, arriving in enumerate(incoming):
         t = i * settings.tick_s
@@ -173,7 +181,7 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
             pool.starting = [r for r in pool.starting if r > t]
         if arriving:
             queue.append([float(arriving), t])
-        made, step, elapsed = 0.0, 0.0, 0.0
+        made, step, elapsed, occupied = 0.0, 0.0, 0.0, 0.0
         while elapsed < settings.tick_s - 1e-9:  # segments end where a cohort finishes and frees its slots
             now = t + elapsed
             _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
@@ -193,19 +201,23 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
             itl_w.append(produced)
             made += produced
             elapsed += span
+            occupied += seqs * span
         tokens += made
-        seqs = sum(c for c, _ in active)
-        device_s += settings.tick_s * (routers.target * routers.devices_per_replica
-                                       + sum(p.target * p.devices_per_replica for p in groups))
+        # the load a replica reports is averaged over time (its busy share over Serve's look-back window), not
+        # read at the tick's end: at low load every sequence may finish within a tick and leave none held then
+        seqs = occupied / settings.tick_s
+        router_s += settings.tick_s * routers.target
+        group_s += settings.tick_s * sum(p.target for p in groups)
         if settings.autoscale and t >= next_policy:
             next_policy = t + settings.policy_period_s
             _autoscale(m, hw, peak, routers, groups, shares, seqs + sum(c for c, _ in queue), made, step, t, settings)
         timeline.append((t, routers.target, [p.target for p in groups], sum(c for c, _ in queue)))
-    hours = device_s / 3600.0
+    hours = (router_s * routers.devices_per_replica + group_s * groups[0].devices_per_replica) / 3600.0
     dollars = hours * hw.price_per_hour
     return SimResult(hours, dollars, tokens, dollars / tokens * 1e6 if tokens else math.inf,
                      weighted_quantile(itl, itl_w, 0.5), weighted_quantile(itl, itl_w, 0.95),
-                     weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95), timeline)
+                     weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95),
+                     router_s / 3600.0, group_s / 3600.0, timeline)
 
 
 def _admit(queue: list, active: list, slots: int, now: float, prefill: float, ttft: list, ttft_w: list,
