@@ -2,6 +2,8 @@
 
 Reading order: hardware.py (profiles) -> model_shape.py (a config's per-token costs) -> performance.py (one
 decode step, a roofline) -> routing.py (fan-out, imbalance, per-group load) -> search.py (plans meeting a
-target) -> pools.py (which groups a cheaper node type can serve) -> workloads.py and simulator.py (serving with the real autoscaling policy) -> day_cycle.py -> validation.py and
-host.py (checks against published systems and this machine) -> pareto.py, report.py, command.py.
+target) -> pools.py (which groups a cheaper node type can serve) -> workloads.py and simulator.py (serving with
+the real autoscaling policy) -> day_cycle.py and saving_bounds.py (what scaling saves, what limits it) ->
+validation.py and host.py (checks against published systems and this machine) -> pareto.py, report.py; the
+command is cluster/cli/plan.py.
 """

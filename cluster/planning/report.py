@@ -40,6 +40,12 @@ def _pools(pools: dict) -> list[str]:
         lines.append(f"      {p['name']:12} {p['hardware']:5} groups {_ranges(p['groups'])} ({p['load_share']:.0%} of "
                      f"the load): {p['replicas']} replicas x {p['gpus_per_replica']} GPU each, "
                      f"${p['dollars_per_hour']:,.2f}/h")
+    chosen = pools["pools"][1]["hardware"]
+    others = [f"{r['hardware']} {r['cold_groups']} groups at {r['gpus_per_replica']} GPU x {r['replicas']} replicas "
+              f"({r['saving']:.1%} less)"
+              for r in pools["by_hardware"] if r["hardware"] != chosen and r.get("saving", 0) > 0]
+    if others:
+        lines.append(f"      the cheapest cold pool on each other candidate: {'; '.join(others)}")
     return lines
 
 
