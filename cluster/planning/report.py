@@ -97,7 +97,8 @@ def print_report(report: dict) -> None:
             print(f"  autoscaled, {v['policy']}: {a['device_hours']:,.0f} GPU-hours ({v['saving']:.1%} fewer), "
                   f"p95 ITL {1000 * a['itl_p95_s']:.1f} ms ({v['itl_ratio']:.2f}x), p95 TTFT {a['ttft_p95_s']:.1f} s, "
                   f"${a['dollars_per_million']:.3f} per 1M tokens; {a['replica_hours']:,.0f} replica-hours "
-                  f"({v['replica_saving']:.1%} fewer)")
+                  f"({v['replica_saving']:.1%} fewer); routers {'-'.join(map(str, a['routers_range']))}, "
+                  f"replicas a group {'-'.join(map(str, a['group_replicas_range']))}")
         if sim.get("bounds"):
             print("\n".join(_bounds(sim["bounds"])))
     if report.get("plot"):

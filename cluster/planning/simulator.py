@@ -88,7 +88,11 @@ class SimResult:
         return self.router_replica_hours + self.group_replica_hours
 
     def summary(self) -> dict:
-        return {**{k: v for k, v in self.__dict__.items() if k != "timeline"}, "replica_hours": self.replica_hours}
+        """The figures without the timeline, and the fewest and most replicas each pool had."""
+        routers = [r for _, r, _, _ in self.timeline] or [0]
+        groups = [n for _, _, g, _ in self.timeline for n in g] or [0]
+        return {**{k: v for k, v in self.__dict__.items() if k != "timeline"}, "replica_hours": self.replica_hours,
+                "routers_range": [min(routers), max(routers)], "group_replicas_range": [min(groups), max(groups)]}
 
 
 def weighted_quantile(values: list[float], weights: list[float], q: float) -> float:

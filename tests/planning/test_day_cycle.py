@@ -49,3 +49,13 @@ def test_saving_bounds_take_each_brake_off(deepseek):
     ideal = list(bounds["perfect_scaler"].values())
     assert ideal[0] >= ideal[1]  # at utilisation 1 a perfect scaler keeps fewer replicas than at the target
     assert all(v["replica_saving"] >= v["saving"] - 1e-9 for v in day["variants"])  # the groups' 2 GPUs a replica
+
+
+def test_plan_prints_the_day_and_its_bounds(capsys):
+    from switchyard.cluster.cli import main
+
+    assert main(["plan", "--tokens-per-s", "20000", "--transport", "rdma", "--top", "1", "--simulate", "day",
+                 "--simulate-coalesced", "--sim-hours", "1", "--saving-bounds"]) == 0
+    out = capsys.readouterr().out
+    assert "replica-hours" in out and "routers 1-" in out
+    assert "what bounds the saving" in out and "a perfect scaler" in out
