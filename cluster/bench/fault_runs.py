@@ -10,6 +10,8 @@ request ends as one of:
   503      an OpenAI error with status 503 and Retry-After, or, in a stream already started, an error event
            of type server_error
   cut      the connection ended without either (the router's process died under the stream)
+  lost     Serve's HTTP proxy answered 500 in plain text: the router's process died with the request before
+           its answer began (the proxy does not send a request again once a replica took it)
   hung     no end within `bound_s`
   other    any other status
 Recovery time: from the fault to the first request started after it that comes back right.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 import httpx
 
 FAULTS = ("expert-kill", "router-kill", "engine-error")
-ENDS = ("done", "wrong", "503", "cut", "hung", "other")
+ENDS = ("done", "wrong", "503", "cut", "lost", "hung", "other")
 
 
 @dataclass
@@ -51,11 +53,11 @@ class FaultRun:
 
     def row(self) -> list:
         e = self.ends
-        return [self.fault, self.transport, self.mode, e["done"], e["503"], e["cut"], e["hung"], e["wrong"] + e["other"],
-                self.recover_s, self.slowest_s]
+        return [self.fault, self.transport, self.mode, e["done"], e["503"], e["cut"] + e["lost"], e["hung"],
+                e["wrong"] + e["other"], self.recover_s, self.slowest_s]
 
 
-HEADERS = ["fault", "transport", "when", "completed", "failed 503", "cut", "hung", "wrong/other",
+HEADERS = ["fault", "transport", "when", "completed", "failed 503", "cut/lost", "hung", "wrong/other",
            "recover s", "slowest s"]
 
 
@@ -121,12 +123,12 @@ async def _send(http: httpx.AsyncClient, url: str, body: dict, want: str) -> str
             r = await http.post(f"{url}/v1/completions", json=body)
             if r.status_code == 200:
                 return "done" if r.json()["choices"][0]["text"] == want else "wrong"
-            return "503" if r.status_code == 503 and r.headers.get("retry-after") and _is_error(r.text) else "other"
+            return _failed(r)
         text, done = "", False
         async with http.stream("POST", f"{url}/v1/completions", json=body) as r:
             if r.status_code != 200:
                 await r.aread()
-                return "503" if r.status_code == 503 and r.headers.get("retry-after") and _is_error(r.text) else "other"
+                return _failed(r)
             async for line in r.aiter_lines():
                 if line == "data: [DONE]":
                     done = True
@@ -140,6 +142,14 @@ async def _send(http: httpx.AsyncClient, url: str, body: dict, want: str) -> str
         return "done" if text == want else "wrong"
     except httpx.HTTPError:  # the connection went down mid-way
         return "cut"
+
+
+def _failed(r: httpx.Response) -> str:
+    if r.status_code == 503 and r.headers.get("retry-after") and _is_error(r.text):
+        return "503"
+    if r.status_code == 500 and not r.headers.get("content-type", "").startswith("application/json"):
+        return "lost"  # not the app's answer (it answers JSON): the proxy's, for a replica that died
+    return "other"
 
 
 def _is_error(text: str) -> bool:
