@@ -9,8 +9,8 @@ the autoscaler's period, and replicas becoming ready `replica_start_s` after the
 The autoscaler is `switchyard.cluster.autoscaling_policy.ExpertGroupPolicy`, called with a real
 `ray.serve.config.AutoscalingContext` carrying the metrics a replica reports (`busy`, `rows_per_s`), followed by
 Serve's own `_apply_scaling_factors` and `_apply_delay_logic` (upscale/downscale delays, evaluated at the
-simulated clock) and the pool's bounds: the function Serve's controller calls, with Serve's delays. The router
-pool uses the same policy on its batch slots (busy = sequences held / batch size).
+simulated clock) and the pool's bounds: the function Serve's controller calls, with Serve's delays
+(serve_step.py). The router pool uses the same policy on its batch slots (busy = sequences held / batch size).
 
 Sequences are simulated as cohorts (requests admitted together, with the same remaining tokens), so a day of
 traffic at DeepSeek scale runs in seconds.
@@ -28,6 +28,7 @@ from switchyard.cluster.autoscaling.policy import ExpertGroupPolicy
 from switchyard.cluster.planning.hardware import HardwareProfile
 from switchyard.cluster.planning.model_shape import ModelShape
 from switchyard.cluster.planning.performance import Deployment, decode_step, experts_s, prefill_s
+from switchyard.cluster.planning.serve_step import serve_decision
 from switchyard.cluster.planning.workloads import Workload, arrivals
 
 
@@ -45,6 +46,10 @@ class ScalingSettings:
     # what a group replica reports as `busy`: its busy share (what Switchyard's replicas report today), or its
     # rows/s over a replica's rows/s at the peak plan ("rows": a signal that a memory-bound pass cannot hide)
     group_signal: str = "busy"
+    # forecast-led scaling (shift.py): each group's floor is the rows/s its running and waiting requests will
+    # send, (1 - forecast_error) x the truth (an under-forecast, the side that delays a replica); None: reactive
+    forecast_error: float | None = None
+    forecast_from_s: float = 0.0  # the floor is reported from then on (before, both setups run alike)
 
     def __post_init__(self) -> None:
         if self.group_signal not in ("busy", "rows"):
@@ -82,6 +87,8 @@ class SimResult:
     router_replica_hours: float
     group_replica_hours: float
     timeline: list  # (t, routers, [group replicas], queued requests) per tick
+    # per tick: (t, [ready replicas per group], [replicas' worth of work per group], [(step s, tokens)])
+    trace: list = field(default_factory=list)
 
     @property
     def replica_hours(self) -> float:
@@ -91,7 +98,8 @@ class SimResult:
         """The figures without the timeline, and the fewest and most replicas each pool had."""
         routers = [r for _, r, _, _ in self.timeline] or [0]
         groups = [n for _, _, g, _ in self.timeline for n in g] or [0]
-        return {**{k: v for k, v in self.__dict__.items() if k != "timeline"}, "replica_hours": self.replica_hours,
+        figures = {k: v for k, v in self.__dict__.items() if k not in ("timeline", "trace")}
+        return {**figures, "replica_hours": self.replica_hours,
                 "routers_range": [min(routers), max(routers)], "group_replicas_range": [min(groups), max(groups)]}
 
 
@@ -112,49 +120,26 @@ def group_shares(num_groups: int, imbalance: float) -> np.ndarray:
     return np.array([hot] + [(1.0 - hot) / (num_groups - 1)] * (num_groups - 1))
 
 
-def serve_config(settings: ScalingSettings, max_replicas: int):
-    """The pool's Serve `AutoscalingConfig` (its delays and bounds), built once per pool."""
-    from ray.serve.config import AutoscalingConfig
-
-    return AutoscalingConfig(min_replicas=settings.min_replicas, max_replicas=max_replicas,
-                             upscale_delay_s=settings.upscale_delay_s, downscale_delay_s=settings.downscale_delay_s)
-
-
-def _context(name: str, current: int, metrics: dict, state: dict, now: float, settings: ScalingSettings,
-             max_replicas: int, config):
-    from ray.serve._private.common import DeploymentID
-    from ray.serve.config import AutoscalingContext
-
-    return AutoscalingContext(
-        deployment_id=DeploymentID(name=name, app_name="sim"), deployment_name=name, app_name="sim",
-        current_num_replicas=current, target_num_replicas=current, running_replicas=[],
-        total_num_requests=0.0, total_queued_requests=0.0, aggregated_metrics=metrics, raw_metrics={},
-        capacity_adjusted_min_replicas=settings.min_replicas, capacity_adjusted_max_replicas=max_replicas,
-        policy_state=state, last_scale_up_time=None, last_scale_down_time=None, current_time=now, config=config)
-
-
-def serve_decision(pool: Pool, metrics: dict, now: float, settings: ScalingSettings) -> int:
-    """The pool's new target: the policy, then Serve's scaling factors, delays and bounds (Serve's own code)."""
-    from ray.serve.autoscaling_policy import _apply_delay_logic, _apply_scaling_factors
-
-    if pool.config is None:
-        pool.config = serve_config(settings, pool.max_replicas)
-    ctx = _context(pool.name, pool.target, metrics, dict(pool.state), now, settings, pool.max_replicas, pool.config)
-    desired, user_state = pool.policy(ctx)
-    desired = _apply_scaling_factors(desired, ctx.current_num_replicas, ctx.config)
-    final, internal = _apply_delay_logic(max(0, desired), ctx.target_num_replicas, ctx.config, dict(pool.state),
-                                         _now=now)
-    pool.state = {**user_state, **internal}
-    return max(settings.min_replicas, min(pool.max_replicas, final))
-
-
 def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Workload, settings: ScalingSettings,
-             seed: int = 0) -> SimResult:
-    """Serve `workload` with `peak`'s pools (its counts are the fixed-at-peak sizes and the autoscaler's maxima)."""
+             seed: int = 0, mix=None) -> SimResult:
+    """Serve `workload` with `peak`'s pools (its counts are the fixed-at-peak sizes and the autoscaler's maxima).
+    `mix(t)`: the groups' shares of the requests arriving at t (default: the plan's imbalance, every time); a
+    request keeps its arrival's mix while it decodes, so a shift of traffic reaches the groups as requests turn
+    over, as it does live."""
     if peak.layout != "groups":
         raise ValueError("the simulator runs Switchyard's groups layout")
     G, B = peak.num_groups, peak.batch_per_router
     shares = group_shares(G, peak.imbalance)
+    mixes: dict[float, np.ndarray] = {}
+
+    def mix_of(arrived: float) -> np.ndarray:
+        if arrived not in mixes:
+            mixes[arrived] = shares if mix is None else np.asarray(mix(arrived), np.float64)
+        return mixes[arrived]
+
+    def mixed(cohorts) -> np.ndarray:  # the groups' shares of these cohorts' tokens
+        total = sum(c[0] for c in cohorts)
+        return sum(c[0] * mix_of(c[-1]) for c in cohorts) / total if total else shares
     start = 1 if settings.autoscale else None
 
     def new_pool(name, group, groups, devices, maximum):
@@ -166,18 +151,18 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
     groups = [new_pool(f"experts-{g}", g, G, peak.gpus_per_group_replica, peak.group_replicas) for g in range(G)]
 
     @lru_cache(maxsize=100_000)
-    def step_s(n: int, batch: int, replicas: tuple[int, ...]) -> float:
+    def step_s(n: int, batch: int, replicas: tuple[int, ...], now: tuple[float, ...]) -> float:
         return max(decode_step(m, hw, replace(peak, routers=n, batch_per_router=batch, group_replicas=r,
                                                imbalance=max(1.0, s * G))).step_s
-                   for s, r in zip(shares, replicas))
+                   for s, r in set(zip(now, replicas)))
 
     prefill = prefill_s(m, hw, peak, workload.prompt_tokens)
     incoming = arrivals(workload, settings.tick_s, seed)
     queue: list[list[float]] = []  # [count, arrival time]
-    active: list[list[float]] = []  # [count, tokens left]
-    itl, itl_w, ttft, ttft_w, timeline = [], [], [], [], []
+    active: list[list[float]] = []  # [count, tokens left, arrival time]
+    itl, itl_w, ttft, ttft_w, timeline, trace = [], [], [], [], [], []
     router_s = group_s = tokens = 0.0  # replica-seconds
-    next_policy = 0.0
+    next_policy, last_step = 0.0, 0.0
     for i, arriving in enumerate(incoming):
         t = i * settings.tick_s
         for pool in [routers, *groups]:
@@ -185,24 +170,27 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
             pool.starting = [r for r in pool.starting if r > t]
         if arriving:
             queue.append([float(arriving), t])
-        made, step, elapsed, occupied = 0.0, 0.0, 0.0, 0.0
+        made, step, elapsed, occupied, made_g, steps_made = 0.0, 0.0, 0.0, 0.0, np.zeros(G), []
         while elapsed < settings.tick_s - 1e-9:  # segments end where a cohort finishes and frees its slots
             now = t + elapsed
             _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
-            seqs = sum(c for c, _ in active)
+            seqs = sum(c[0] for c in active)
             if not seqs:
                 break
             batch = max(1, math.ceil(seqs / routers.ready))
-            step = step_s(routers.ready, batch, tuple(p.ready for p in groups))
-            span = min(settings.tick_s - elapsed, min(left for _, left in active) * step)
+            now_mix = mixed(active)
+            step = step_s(routers.ready, batch, tuple(p.ready for p in groups), tuple(np.round(now_mix, 6)))
+            span = min(settings.tick_s - elapsed, min(c[1] for c in active) * step)
             steps = span / step
             produced = 0.0
             for cohort in active:
                 cohort[1] -= steps
                 produced += steps * cohort[0]
             active = [c for c in active if c[1] > 1e-9]
+            made_g += produced * now_mix
             itl.append(step)
             itl_w.append(produced)
+            steps_made.append((step, produced))
             made += produced
             elapsed += span
             occupied += seqs * span
@@ -212,27 +200,38 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
         seqs = occupied / settings.tick_s
         router_s += settings.tick_s * routers.target
         group_s += settings.tick_s * sum(p.target for p in groups)
+        last_step = step or last_step
+        floors = None
+        if settings.forecast_error is not None and last_step and t >= settings.forecast_from_s:
+            # as the live router: every running and waiting request's mix, a token a step (the last step's time)
+            known = [c[::2] for c in active] + queue  # [count, arrival]
+            floors = ((1 - settings.forecast_error) * m.top_k / last_step * sum(c * mix_of(a) for c, a in known)
+                      if known else np.zeros(G))
+        work = [0.0] * G
         if settings.autoscale and t >= next_policy:
             next_policy = t + settings.policy_period_s
-            _autoscale(m, hw, peak, routers, groups, shares, seqs + sum(c for c, _ in queue), made, step, t, settings)
+            now_shares = made_g / made if made else mixed(active)
+            work = _autoscale(m, hw, peak, routers, groups, now_shares, seqs + sum(c for c, _ in queue), made,
+                              step, t, settings, floors)
         timeline.append((t, routers.target, [p.target for p in groups], sum(c for c, _ in queue)))
+        trace.append((t, [p.ready for p in groups], work, steps_made))
     hours = (router_s * routers.devices_per_replica + group_s * groups[0].devices_per_replica) / 3600.0
     dollars = hours * hw.price_per_hour
     return SimResult(hours, dollars, tokens, dollars / tokens * 1e6 if tokens else math.inf,
                      weighted_quantile(itl, itl_w, 0.5), weighted_quantile(itl, itl_w, 0.95),
                      weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95),
-                     router_s / 3600.0, group_s / 3600.0, timeline)
+                     router_s / 3600.0, group_s / 3600.0, timeline, trace)
 
 
 def _admit(queue: list, active: list, slots: int, now: float, prefill: float, ttft: list, ttft_w: list,
            output_tokens: int) -> None:
     """Queued requests into free batch slots, first come first served; each one's time to first token."""
-    free = slots - sum(c for c, _ in active)
+    free = slots - sum(c[0] for c in active)
     while queue and free >= 1:
         take = min(queue[0][0], math.floor(free))
         ttft.append(now - queue[0][1] + prefill)
         ttft_w.append(take)
-        active.append([take, float(output_tokens)])
+        active.append([take, float(output_tokens), queue[0][1]])
         queue[0][0] -= take
         free -= take
         if queue[0][0] < 1:
@@ -240,8 +239,9 @@ def _admit(queue: list, active: list, slots: int, now: float, prefill: float, tt
 
 
 def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: float, made: float, step: float,
-               t: float, settings: ScalingSettings) -> None:
-    """One controller period: each pool's metrics as its replicas would report them, then Serve's decision."""
+               t: float, settings: ScalingSettings, floors=None) -> list[float]:
+    """One controller period: each pool's metrics as its replicas would report them, then Serve's decision.
+    Returns each group's work in replicas' worth (busy summed over its replicas)."""
     tick = settings.tick_s
     per_router = held / max(1, routers.ready) / peak.batch_per_router  # slots used (+ queue) per replica
     ids = [f"r{j}" for j in range(max(1, routers.ready))]
@@ -249,6 +249,7 @@ def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: flo
     _resize(routers, serve_decision(routers, metrics, t, settings), t, settings)
     batch = held / max(1, routers.ready) / peak.micro_batches  # tokens of one router's micro-batch
     per_group = m.num_experts / len(groups)
+    work = []
     for g, pool in enumerate(groups):
         calls = routers.ready / max(1, pool.ready)
         ids = [f"g{g}-{j}" for j in range(max(1, pool.ready))]
@@ -259,11 +260,17 @@ def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: flo
             per_layer = calls * experts_s(m, hw, rows_per_call, per_group, peak.gpus_per_group_replica)
         busy = min(1.0, per_layer * peak.micro_batches * m.num_moe_layers / step) if step else 0.0
         if settings.group_signal == "rows":
-            at_peak = decode_step(m, hw, peak).tokens_per_s * m.top_k * shares[g] / peak.group_replicas
+            # a replica's rows/s at peak, at the plan's shares (`shares` are the traffic's now)
+            planned = group_shares(len(groups), peak.imbalance)[g]
+            at_peak = decode_step(m, hw, peak).tokens_per_s * m.top_k * planned / peak.group_replicas
             busy = made / tick * m.top_k * shares[g] / len(ids) / at_peak
         rows = made / tick * m.top_k * shares[g] / len(ids)
         metrics = {"busy": {r: busy for r in ids}, "rows_per_s": {r: rows for r in ids}}
+        if floors is not None:  # every replica reports the router's floor for its group (policy.load_of)
+            metrics["floor_rows_per_s"] = {r: float(floors[g]) for r in ids}
+        work.append(busy * len(ids))
         _resize(pool, serve_decision(pool, metrics, t, settings), t, settings)
+    return work
 
 
 def _resize(pool: Pool, target: int, t: float, settings: ScalingSettings) -> None:
