@@ -1,7 +1,7 @@
 """`switchyard plan`: the capacity planner, the serving simulator and their validation, from the command line.
 
     switchyard plan [--model deepseek-v3|CONFIG] [--hardware H100|PROFILE.json] [--traces FILE | --skew S]
-                    [--tokens-per-s N] [--itl-ms MS] [--ttft-s S] [--plot out.png] [--simulate day] [--json]
+                    [--tokens-per-s N] [--itl-ms MS] [--ttft-s S] [--plot out.png] [--simulate day|shift] [--json]
     switchyard plan --validate [--quick]
     switchyard plan --measure-host -o host.json
 """
@@ -125,7 +125,13 @@ def _run_plan(args) -> int:
         plot_pareto(series, args.plot, f"{shape.name} on {hw.name}: every plan within p95 ITL "
                                        f"{args.itl_ms:g} ms and TTFT {args.ttft_s:g} s")
         report["plot"] = str(args.plot)
-    if args.simulate:
+    if args.simulate == "shift":  # forecast-led against reactive scaling (cluster/planning/shift.py)
+        from switchyard.cluster.planning.shift import compare_shift
+
+        pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
+        best = cheapest(pool, 1)
+        report["shift"] = [compare_shift(shape, hw, best[0], case) for case in ("step", "burst")] if best else None
+    elif args.simulate:
         from switchyard.cluster.planning.day_cycle import compare_day
 
         pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
@@ -169,8 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "itself (fewer replicas for the cold groups) is always tried")
     p.add_argument("--top", type=int, default=5, help="plans to print per layout")
     p.add_argument("--plot", default=None, help="write the throughput-against-cost Pareto plot (PNG) here")
-    p.add_argument("--simulate", choices=("steady", "bursty", "day"), default=None,
-                   help="simulate the cheapest Switchyard plan autoscaled against fixed at peak")
+    p.add_argument("--simulate", choices=("steady", "bursty", "day", "shift"), default=None,
+                   help="simulate the cheapest Switchyard plan autoscaled against fixed at peak; shift: "
+                        "forecast-led against reactive scaling when another group turns hot")
     p.add_argument("--simulate-coalesced", action="store_true",
                    help="simulate the cheapest plan with coalesced group calls instead")
     p.add_argument("--trough", type=float, default=0.25,

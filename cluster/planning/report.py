@@ -101,5 +101,9 @@ def print_report(report: dict) -> None:
                   f"replicas a group {'-'.join(map(str, a['group_replicas_range']))}")
         if sim.get("bounds"):
             print("\n".join(_bounds(sim["bounds"])))
+    if report.get("shift"):
+        from switchyard.cluster.planning.shift import shift_table
+
+        print("\n" + "\n\n".join(shift_table(case) for case in report["shift"]))
     if report.get("plot"):
         print(f"\nwrote the Pareto plot to {report['plot']}")
