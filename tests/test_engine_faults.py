@@ -82,8 +82,10 @@ def test_an_exception_outside_a_step_fails_the_engine_loudly(checkpoints, stream
     try:
         assert asyncio.run(health(app)).status_code == 200
         responses = asyncio.run(completions(app, 6, stream=stream, max_tokens=20))  # 4 run, 2 wait: all end
-        if stream:  # the stream had started: its error comes as an event
-            assert all(r.status_code == 200 and '"type": "server_error"' in r.text for r in responses)
+        if stream:  # a stream that had started gets its error as an event; one the failure beat, a 503
+            for r in responses:
+                assert (r.status_code == 200 and '"type": "server_error"' in r.text) or \
+                    (r.status_code == 503 and r.headers["retry-after"]), (r.status_code, r.text)
         else:
             assert all(r.status_code == 503 and r.headers["retry-after"] for r in responses)
         assert "a bug in a metrics callback" in served.engine.problem()
