@@ -47,12 +47,12 @@ from dataclasses import dataclass
 
 import ray
 import torch
-from ray.dag import InputNode, MultiOutputNode
 from ray.exceptions import RayActorError, RayTaskError
 
-from switchyard.cluster.deployments.expert_group import call_group
 from switchyard.cluster.deployments.liveness import dead_among
 from switchyard.cluster.deployments.registry import LiveReplicas
+from switchyard.cluster.dispatch.graph import Graph as _Graph
+from switchyard.cluster.dispatch.graph import Slot as _Slot
 from switchyard.cluster.dispatch.graph_loops import end_orphaned_loops
 from switchyard.cluster.dispatch.locality import ReplicaNodes, local_first, this_node
 from switchyard.cluster.dispatch.transport import ActorTransport, ExpertGroupUnavailable
@@ -62,56 +62,6 @@ log = logging.getLogger(__name__)
 
 # After a replica died under a graph: direct actor calls this long, then a graph again.
 DIRECT_AFTER_BREAK_S = 10.0
-
-
-def _call_group_or_none(actor, request: ExpertRequest | None) -> ExpertResponse | None:
-    return None if request is None else call_group(actor, request)
-
-
-@dataclass(frozen=True)
-class _Slot:
-    group: int
-    replica_id: str
-    actor: object
-
-
-class _Graph:
-    """One compiled graph: an input and an output channel per (group, replica) slot."""
-
-    def __init__(self, slots: list[_Slot], max_in_flight: int, timeout_s: float):
-        self.slots = slots
-        with InputNode() as inputs:
-            outputs = [slot.actor.__ray_call__.bind(_call_group_or_none, inputs[i]) for i, slot in enumerate(slots)]
-            dag = MultiOutputNode(outputs)
-        self.dag = dag.experimental_compile(_max_inflight_executions=max_in_flight, _submit_timeout=timeout_s)
-        self.broken = False
-        self.in_flight = 0  # executions not yet read back
-        self._torn_down = threading.Lock()
-
-    def split(self, requests: dict[int, ExpertRequest]) -> tuple[list[ExpertRequest | None], dict[int, list[int]]]:
-        """One input per slot: a group's tokens split evenly over its replicas' slots."""
-        inputs: list[ExpertRequest | None] = [None] * len(self.slots)
-        slots_of: dict[int, list[int]] = {}
-        for index, slot in enumerate(self.slots):
-            slots_of.setdefault(slot.group, []).append(index)
-        for group, request in requests.items():
-            mine = slots_of.get(group, [])
-            if not mine:
-                raise ExpertGroupUnavailable(f"expert group {group}: no live replica")
-            pieces = zip(*(torch.tensor_split(t, len(mine)) for t in (request.hidden, request.expert_ids,
-                                                                        request.weights)))
-            for index, (hidden, ids, weights) in zip(mine, pieces):
-                if hidden.shape[0]:
-                    inputs[index] = ExpertRequest(request.layer, hidden, ids, weights, request.trace)
-        return inputs, {g: [i for i in slots_of.get(g, []) if inputs[i] is not None] for g in requests}
-
-    def teardown(self) -> None:
-        if not self._torn_down.acquire(blocking=False):  # once (a broken graph is torn down on a thread)
-            return
-        try:
-            self.dag.teardown()
-        except Exception as err:  # a dead replica's loop cannot be cancelled; the live ones are
-            log.info("compiled graph teardown: %s", err)
 
 
 @dataclass

@@ -8,8 +8,8 @@ responses. Implementations:
 - `ActorTransport`: direct calls into the replicas' actors (`__ray_call__`), replicas taken from the
   registry that every group replica joins, so the set follows autoscaling. The router picks the replica
   with the fewest calls in flight, among those on its own node where the group has any (locality.py).
-- `CompiledGraphTransport` (compiled_transport.py): a Ray Compiled Graph over the same registry's replicas;
-  shared-memory channels instead of a task submission per call.
+- `CompiledGraphTransport` (compiled_graph.py; the graph itself in graph.py): a Ray Compiled Graph over the
+  same registry's replicas; shared-memory channels instead of a task submission per call.
 
 Both retry a call that fails because a replica died — on another replica, or on the one Serve starts in its
 place — until the deadline, then raise `ExpertGroupUnavailable`. A call never hangs past the deadline.
