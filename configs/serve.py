@@ -212,19 +212,16 @@ class AppConfig(_Strict):
                 return ResolvedPool(pool.name, pool.over(self.expert_pool), pool.device or self.group_device, price)
         return ResolvedPool(DEFAULT_POOL, self.expert_pool, self.group_device, self.prices.expert_replica_per_hour)
 
-    def pools(self) -> dict[str, ResolvedPool]:
-        """Pool name -> its settings, for the pools that hold at least one group (in group order)."""
-        out: dict[str, ResolvedPool] = {}
-        for group in range(self.num_groups):
-            resolved = self.pool_of_group(group)
-            out.setdefault(resolved.name, resolved)
-        return out
-
     def groups_of_pool(self) -> dict[str, list[int]]:
+        """Pool name -> its groups, for the pools that hold at least one group (in group order)."""
         out: dict[str, list[int]] = {}
         for group in range(self.num_groups):
             out.setdefault(self.pool_of_group(group).name, []).append(group)
         return out
+
+    def pools(self) -> dict[str, ResolvedPool]:
+        """Pool name -> its settings, for the pools that hold at least one group."""
+        return {name: self.pool_of_group(groups[0]) for name, groups in self.groups_of_pool().items()}
 
     def pool_field(self, name: str) -> str:
         """Where pool `name` is configured, for error messages."""

@@ -42,14 +42,13 @@ def cost_report(router_replicas: int, expert_replicas: list[int], router_price: 
     one pool `experts` of every group). A pool that runs replicas at price 0 is not priced: then the dollar
     figures are None and `priced` is False, rather than a cost of $0 that would read as free."""
     prices = group_prices(expert_price, len(expert_replicas))
-    if pools is None:
+    if pools is None:  # every group in one pool: the priced check below then covers every group
         pools = {"experts": list(range(len(expert_replicas)))} if expert_replicas else {}
     lines = {ROUTER_POOL: _pool(router_replicas, router_price)}
     for name, groups in pools.items():
         if groups:
             lines[name] = _pool(sum(expert_replicas[g] for g in groups), prices[groups[0]], list(groups))
-    priced = all(line["dollars_per_hour"] is not None for line in lines.values()) and \
-        all(n == 0 or p > 0 for n, p in zip(expert_replicas, prices))
+    priced = all(line["dollars_per_hour"] is not None for line in lines.values())
     hourly = cost_per_hour(router_replicas, expert_replicas, router_price, prices) if priced else None
     return {"priced": priced, "dollars_per_hour": hourly, "tokens_per_second": tokens_per_second,
             "cost_per_million_tokens": None if hourly is None else cost_per_million_tokens(hourly, tokens_per_second),
