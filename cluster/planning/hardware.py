@@ -59,6 +59,10 @@ class HardwareProfile:
     network_efficiency: float = 0.7  # DeepEP reaches about 35-46 GB/s of a 50 GB/s NIC
     layer_overhead_s: float = 20e-6  # launches and synchronisation per layer that no roofline counts
     step_overhead_s: float = 2e-3  # scheduler, sampling and host work per decode step
+    # Host work per sequence per decode step that no roofline counts. A GPU engine overlaps it with the device
+    # (0 in the GPU profiles); a CPU engine pays it in line: batch building, the paged cache's gathers, sampling
+    # over the vocabulary, small matmuls below the measured peak (`--measure-host` measures it).
+    sequence_overhead_s: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:

@@ -4,8 +4,10 @@ and the per-layer round trip of each Switchyard transport (`switchyard bench clu
 The device is the whole machine (its cores together). A transport's latency is the measured round trip of a
 2-group cluster less the same experts' time in process (both from one `bench cluster` run), so the profile's
 latency is the messaging alone; the model adds the experts' compute back. The per-layer overhead (Python and
-small-op dispatch, which a roofline does not see on a tiny model) is measured on a separate batch-1 decode,
-not on the batch the validation checks.
+small-op dispatch, which a roofline does not see on a tiny model) and the per-sequence overhead (what each added
+sequence costs the step beyond the roofline: the CPU engine's batch building, cache gathers, sampling, small
+matmuls below the measured peak) are measured on separate decodes at batch 1 and 8, not on the batch 32 the
+validation checks.
 """
 
 from __future__ import annotations
@@ -53,14 +55,25 @@ def base_profile(price: float) -> HardwareProfile:
                            source="measured by `switchyard plan --measure-host` (cluster/planning/host.py)")
 
 
-def with_overhead(profile: HardwareProfile, shape, batch1_step_s: float) -> HardwareProfile:
-    """Per-layer overhead: a batch-1 decode step less its roofline, over the layers."""
+def with_overhead(profile: HardwareProfile, shape, steps_s: dict[int, float]) -> HardwareProfile:
+    """The host's overheads from decode steps measured at two batch sizes (`{batch: seconds}`): what the step grows
+    by beyond the roofline's growth, per added sequence, is the per-sequence overhead; what the smaller batch's
+    step takes beyond its roofline and its sequences' overhead is charged per layer."""
     from dataclasses import replace
 
     from switchyard.cluster.planning.performance import Deployment, decode_step
 
-    roofline = decode_step(shape, profile, Deployment("single", 1, 1, 64)).step_s
-    return replace(profile, layer_overhead_s=max(0.0, batch1_step_s - roofline) / shape.num_layers)
+    if len(steps_s) != 2:
+        raise ValueError(f"the host overheads need decode steps at two batch sizes; got {sorted(steps_s)}")
+    small, large = sorted(steps_s)
+
+    def roofline(batch: int) -> float:
+        return decode_step(shape, profile, Deployment("single", 1, batch, 64)).step_s
+
+    growth = (steps_s[large] - steps_s[small]) - (roofline(large) - roofline(small))
+    per_sequence = max(0.0, growth) / (large - small)
+    per_layer = max(0.0, steps_s[small] - roofline(small) - small * per_sequence) / shape.num_layers
+    return replace(profile, layer_overhead_s=per_layer, sequence_overhead_s=per_sequence)
 
 
 def with_transports(profile: HardwareProfile, in_process_ms: float, round_trips_ms: dict[str, float]) -> HardwareProfile:
@@ -78,12 +91,13 @@ def with_transports(profile: HardwareProfile, in_process_ms: float, round_trips_
 
 def measure_host(price: float, log=print, transports: tuple[str, ...] = ("compiled",)) -> HardwareProfile:
     from switchyard.cluster.bench.cluster import Setup, run
-    from switchyard.cluster.planning.host_measure import batch1_step_s, demo_shape
+    from switchyard.cluster.planning.host_measure import calibration_steps_s, demo_shape
     from switchyard.configs.defaults import DEMO_MODEL_DIR
 
     profile = base_profile(price)
     log(f"matmul {profile.peak_flops_16bit / 1e9:.1f} GFLOP/s, memory {profile.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s")
-    profile = with_overhead(profile, demo_shape(), batch1_step_s())
+    profile = with_overhead(profile, demo_shape(), calibration_steps_s())
+    log(f"overhead {profile.layer_overhead_s * 1e3:.2f} ms a layer, {profile.sequence_overhead_s * 1e3:.2f} ms a sequence")
     rows = run(DEMO_MODEL_DIR, 32, 16, 32, [Setup(2, t, 1) for t in transports], log)
     in_process = rows[0][3]
     trips = {f"ray-{t}" if t != "handle" else "serve-handle": row[3] for t, row in zip(transports, rows[1:])}

@@ -165,8 +165,9 @@ def groups_layer_s(d: Deployment, att: float, trip: float, bytes_s: float, chain
 
 
 def overhead_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> float:
-    """Launches and synchronisation per layer and micro-batch, and the host's work per step."""
-    return m.num_layers * hw.layer_overhead_s * d.micro_batches + hw.step_overhead_s
+    """Launches and synchronisation per layer and micro-batch, and the host's work per step and per sequence."""
+    return (m.num_layers * hw.layer_overhead_s * d.micro_batches + hw.step_overhead_s
+            + hw.sequence_overhead_s * d.batch_per_router)
 
 
 def outside_moe_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> float:
@@ -229,7 +230,8 @@ def prefill_s(m: ModelShape, hw: HardwareProfile, d: Deployment, prompt_tokens: 
         fan = d.fan_out if d.layout == "groups" else min(m.top_k, d.routers)
         trip = link.call_seconds(p * fan * m.hidden_size * m.activation_bytes, hw.network_efficiency)
     dense = dense_and_head_s(m, hw, p, p / 2.0, d.gpus_per_router)
-    return m.num_moe_layers * (att + exp + trip) + dense + m.num_layers * hw.layer_overhead_s + hw.step_overhead_s
+    host = m.num_layers * hw.layer_overhead_s + hw.step_overhead_s + hw.sequence_overhead_s  # one sequence
+    return m.num_moe_layers * (att + exp + trip) + dense + host
 
 
 def memory_fits(m: ModelShape, hw: HardwareProfile, d: Deployment) -> bool:

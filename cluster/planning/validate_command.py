@@ -2,8 +2,8 @@
 
 This machine: one `switchyard bench cluster` run (the one-process engine and a 2-group cluster with the
 Compiled Graph transport, built-in model, batch 32) measures decode step time and tok/s; the host profile is
-measured in the same run (matmul FLOP/s, memory bandwidth, the per-layer overhead at batch 1, the transport's
-round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
+measured in the same run (matmul FLOP/s, memory bandwidth, the per-layer and per-sequence overheads from decodes
+at batch 1 and 8, the transport's round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ BATCH, NEW_TOKENS, PROMPT = 32, 16, 32
 def host_rows(log) -> list[dict]:
     from switchyard.cluster.bench.cluster import Setup, run
     from switchyard.cluster.planning.host import base_profile, with_overhead, with_transports
-    from switchyard.cluster.planning.host_measure import batch1_step_s, demo_shape
+    from switchyard.cluster.planning.host_measure import calibration_steps_s, demo_shape
     from switchyard.cluster.planning.performance import Deployment, decode_step
     from switchyard.configs.defaults import DEMO_MODEL_DIR
 
     shape = demo_shape()
-    profile = with_overhead(base_profile(0.0), shape, batch1_step_s())
+    profile = with_overhead(base_profile(0.0), shape, calibration_steps_s())
     rows = run(DEMO_MODEL_DIR, BATCH, NEW_TOKENS, PROMPT, [Setup(2, "compiled", 1)], log)
     (_, single_tok, single_ms, in_process_ms, _, _), (_, cluster_tok, cluster_ms, trip_ms, fan_out, _) = rows
     profile = with_transports(profile, in_process_ms, {"ray-compiled": trip_ms})

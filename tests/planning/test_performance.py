@@ -117,3 +117,30 @@ def test_profiles_round_trip_as_json(tmp_path):
     # a transport's latency is the measured round trip less the same experts run in process
     host = with_transports(UNIT, in_process_ms=1.5, round_trips_ms={"ray-compiled": 4.0})
     assert host.transport("ray-compiled").latency_s == pytest.approx(2.5e-3)
+
+
+def test_host_overheads_come_from_two_batch_sizes_and_predict_a_third(deepseek):
+    from dataclasses import replace
+
+    from switchyard.cluster.planning.host import with_overhead
+
+    def roofline(batch: int) -> float:
+        return decode_step(deepseek, UNIT, Deployment("single", 1, batch, 64)).step_s
+
+    # a host whose steps take 0.1 ms a layer and 0.5 ms a sequence beyond the roofline
+    per_layer, per_sequence = 1e-4, 5e-4
+
+    def host_step(batch: int) -> float:
+        return roofline(batch) + per_layer * deepseek.num_layers + per_sequence * batch
+
+    measured = with_overhead(UNIT, deepseek, {1: host_step(1), 8: host_step(8)})
+    assert measured.sequence_overhead_s == pytest.approx(per_sequence)
+    assert measured.layer_overhead_s == pytest.approx(per_layer)
+    predicted = decode_step(deepseek, measured, Deployment("single", 1, 32, 64)).step_s
+    assert predicted == pytest.approx(host_step(32), rel=1e-6)
+    # the per-sequence overhead is charged per sequence of a router's batch: 31 more sequences, 31 x its cost
+    grown = (decode_step(deepseek, measured, Deployment("groups", 1, 32, 64, "t", 8)).step_s
+             - decode_step(deepseek, replace(measured, sequence_overhead_s=0.0), Deployment("groups", 1, 32, 64, "t", 8)).step_s)
+    assert grown == pytest.approx(32 * per_sequence)
+    with pytest.raises(ValueError, match="two batch sizes"):
+        with_overhead(UNIT, deepseek, {8: 0.1})
