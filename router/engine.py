@@ -26,6 +26,7 @@ from switchyard.router.logprobs import TokenLogprob, token_logprobs
 from switchyard.router.sampling import InvalidParameter, SamplingParams, sample
 from switchyard.router.scheduler import Scheduler
 from switchyard.router.sequence import RequestOutput, Sequence, merge_all
+from switchyard.router.step_output import append_text, step_output
 from switchyard.router.tokenizer import Tokenizer
 
 
@@ -227,7 +228,7 @@ class Engine:
             seq.finish_reason, seq.error, seq.finish_time = "error", message, time.perf_counter()
             self.scheduler.finish(seq)
             self._by_id.pop(seq.request_id, None)
-            outputs.append(self._output(seq))
+            outputs.append(step_output(seq))
         self._in_step = []
         return outputs
 
@@ -244,50 +245,12 @@ class Engine:
                 seq.logprobs.append(logprob)
         if not seq.finished and (len(seq.output_ids) >= params.max_tokens or seq.total_len >= self.config.max_model_len):
             seq.finish_reason = "length"
-        self._detokenize(seq)
+        append_text(seq, self.tokenizer)
         if seq.finished:
             seq.finish_time = now
             self.scheduler.finish(seq)
             self._by_id.pop(seq.request_id, None)
-        return self._output(seq)
-
-    def _detokenize(self, seq: Sequence) -> None:
-        if self.tokenizer is None:
-            return
-        decode, ids = self.tokenizer.decode, seq.output_ids
-        new = seq.detokenizer.step(decode, ids, final=seq.finished)
-        if not new:
-            return
-        searched_from = len(seq.text)
-        seq.text += new
-        for stop in seq.params.stop:  # only where the new text could complete a stop string
-            at = seq.text.find(stop, max(0, searched_from - len(stop) + 1))
-            if at != -1:
-                seq.text, seq.finish_reason = seq.text[:at], "stop"
-
-    def _output(self, seq: Sequence) -> RequestOutput:
-        # Hold back text that may still become a stop string or is an incomplete UTF-8 character.
-        safe = len(seq.text)
-        if not seq.finished:
-            if seq.params.stop:
-                safe -= max(len(s) for s in seq.params.stop) - 1
-            if seq.text.endswith("\ufffd"):
-                safe = min(safe, len(seq.text) - 1)
-        safe = max(safe, seq.emitted)
-        delta = seq.text[seq.emitted:safe]
-        seq.emitted = safe
-        logprobs = tuple(seq.logprobs[seq.emitted_logprobs:])
-        seq.emitted_logprobs = len(seq.logprobs)
-        prompt_logprobs = None
-        if seq.prompt_logprobs and seq.prompt_done and not seq.emitted_prompt_logprobs:
-            prompt_logprobs, seq.emitted_prompt_logprobs = tuple(seq.prompt_logprobs), True
-        return RequestOutput(
-            request_id=seq.request_id, delta_text=delta, text=seq.text, token_ids=tuple(seq.output_ids),
-            prompt_tokens=len(seq.prompt_ids), finished=seq.finished, finish_reason=seq.finish_reason,
-            error=seq.error,
-            time_to_first_token=None if seq.first_token_time is None else seq.first_token_time - seq.arrival_time,
-            latency=None if seq.finish_time is None else seq.finish_time - seq.arrival_time,
-            logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+        return step_output(seq)
 
     # -- offline ------------------------------------------------------------------------------------------
     def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams],
