@@ -15,16 +15,22 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 from switchyard.cluster.bench.shifting_load import (
     hot_placement,
     number_prompts,
     prose_prompts,
     routing_counts,
+)
+from switchyard.cluster.bench.autoscale_results import (
+    PHASE_HEADERS,
+    TOTAL_HEADERS,
+    Phase,
+    PhaseResult,
+    phase_rows,
+    total_rows,
 )
 from switchyard.cluster.bench.shift import SHIFT_HEADERS, TARGET_UTILIZATION, shift_rows, shift_sample
 from switchyard.cluster.bench.table import format_table
@@ -32,32 +38,6 @@ from switchyard.cluster.cli.serve import free_port
 
 APP = "bench-autoscale"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    prompts: list[str]
-    seconds: float
-    concurrency: int
-
-
-@dataclass
-class PhaseResult:
-    setup: str
-    phase: str
-    seconds: float
-    replicas: list[list[int]] = field(default_factory=list)  # per sample: [group replicas]
-    tokens: int = 0
-    itl: list[float] = field(default_factory=list)  # per request, seconds
-    errors: int = 0
-    scale_up_s: dict[int, float] = field(default_factory=dict)  # group -> seconds after phase start
-    samples: list = field(default_factory=list)  # shift.Sample every half second
-    itl_at: list[tuple[float, float]] = field(default_factory=list)  # (finished, s after phase start; ITL)
-
-    def replica_hours(self, router_replicas: int) -> float:
-        mean = float(np.mean([router_replicas + sum(r) for r in self.replicas])) if self.replicas else 0.0
-        return mean * self.seconds / 3600.0
 
 
 def workload(model: Path, text: str, phase_s: float, concurrency: int, max_tokens: int, out: Path, log):
@@ -263,56 +243,6 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
         serve.shutdown()
         ray.shutdown()
     return all_results, capacity
-
-
-def p95(values: list[float]) -> float | None:
-    return float(np.percentile(values, 95)) if values else None
-
-
-def phase_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[list]:
-    rows = []
-    for r in results:
-        replicas = np.array(r.replicas) if r.replicas else np.zeros((1, 2))
-        hours = r.replica_hours(1)
-        router_h = r.seconds / 3600.0
-        dollars = router_h * prices[0] + (hours - router_h) * prices[1]
-        per_million = dollars / r.tokens * 1e6 if r.tokens and min(prices) > 0 else None
-        ups = ", ".join(f"g{g} {s:.1f}s" for g, s in sorted(r.scale_up_s.items())) or "-"
-        rows.append([r.setup, r.phase, " / ".join(f"{m:.1f} (max {x})" for m, x in
-                                                    zip(replicas.mean(0), replicas.max(0))),
-                     r.tokens / r.seconds, _ms(p95(r.itl)), hours, _dollars(per_million, r.tokens, prices),
-                     ups, r.errors])
-    return rows
-
-
-def total_rows(results: list[PhaseResult], prices: tuple[float, float]) -> list[list]:
-    rows = []
-    for setup in dict.fromkeys(r.setup for r in results):
-        mine = [r for r in results if r.setup == setup]
-        hours = sum(r.replica_hours(1) for r in mine)
-        seconds = sum(r.seconds for r in mine)
-        dollars = seconds / 3600.0 * prices[0] + (hours - seconds / 3600.0) * prices[1]
-        tokens = sum(r.tokens for r in mine)
-        itl = [x for r in mine for x in r.itl]
-        per_million = dollars / tokens * 1e6 if tokens and min(prices) > 0 else None
-        rows.append([setup, tokens / seconds, _ms(p95(itl)), hours, _dollars(per_million, tokens, prices),
-                     sum(r.errors for r in mine)])
-    return rows
-
-
-def _dollars(per_million: float | None, tokens: int, prices: tuple[float, float]):
-    if min(prices) <= 0:
-        return "not priced"
-    return "no tokens" if not tokens else per_million
-
-
-def _ms(seconds: float | None):
-    return None if seconds is None else 1000 * seconds
-
-
-PHASE_HEADERS = ["setup", "phase", "replicas g0 / g1 (mean, max)", "output tok/s", "p95 ITL ms", "replica-hours",
-                 "$/1M tokens", "scale-up after", "errors"]
-TOTAL_HEADERS = ["setup", "output tok/s", "p95 ITL ms", "replica-hours", "$/1M tokens", "errors"]
 
 
 def register(benchmarks) -> None:
