@@ -35,6 +35,11 @@ DEFAULT_SETUPS = [
 ]
 
 
+def model_len(prompt_len: int, max_tokens: int) -> int:
+    """The engine's max_model_len for a run: room for the prompt, its answer and the warm-up's."""
+    return prompt_len * 2 + max_tokens + 8
+
+
 def single_process(model: Path, prompts, max_tokens: int, max_model_len: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     engine = Engine.from_pretrained(model, EngineConfig(max_num_seqs=len(prompts), max_model_len=max_model_len))
@@ -80,7 +85,7 @@ def run(model: Path, batch: int, max_tokens: int, prompt_len: int, setups: list[
 
     vocab = Checkpoint.open(model).config.vocab_size
     prompts = random_prompts(batch, prompt_len, vocab)
-    max_model_len = prompt_len * 2 + max_tokens + 8
+    max_model_len = model_len(prompt_len, max_tokens)
     log("single process ...")
     base = single_process(model, prompts, max_tokens, max_model_len, threads)
     rows = [["single process", base["decode_tok_s"], base["decode_ms_per_step"], base["round_trip_ms"], 1.0, "1.00"]]

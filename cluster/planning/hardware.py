@@ -63,6 +63,13 @@ class HardwareProfile:
     # (0 in the GPU profiles); a CPU engine pays it in line: batch building, the paged cache's gathers, sampling
     # over the vocabulary, small matmuls below the measured peak (`--measure-host` measures it).
     sequence_overhead_s: float = 0.0
+    # Host work per distinct expert a layer's batch hits, per device. A GPU's grouped GEMM runs every expert in one
+    # launch (0 in the GPU profiles); torch's grouped GEMM on a CPU runs a small GEMM per expert, and a few rows a
+    # GEMM run far below the measured peak: the step grows with the experts hit until every one is
+    # (`--measure-host` measures it).
+    expert_overhead_s: float = 0.0
+    # This machine only (0 elsewhere): a deployment's processes share this many CPU cores (performance.core_sharing)
+    shared_cores: int = 0
     source: str = ""
 
     def __post_init__(self) -> None:

@@ -120,8 +120,8 @@ def attention_s(m: ModelShape, hw: HardwareProfile, tokens: float, context: floa
 def experts_s(m: ModelShape, hw: HardwareProfile, assignments: float, experts_held: float, devices: int = 1) -> float:
     """Routed experts of one layer: `assignments` (token, expert) pairs over `experts_held` experts."""
     f8, f16 = _split_flops(m, 2.0 * assignments * m.expert_params)
-    read = distinct_experts(assignments, experts_held) * m.expert_params * m.weight_bytes
-    return kernel_s(hw, f8, f16, read, devices)
+    hit = distinct_experts(assignments, experts_held)
+    return kernel_s(hw, f8, f16, hit * m.expert_params * m.weight_bytes, devices) + hw.expert_overhead_s * hit / devices
 
 
 def dense_and_head_s(m: ModelShape, hw: HardwareProfile, tokens: float, context: float, devices: int = 1) -> float:
@@ -175,11 +175,22 @@ def outside_moe_s(m: ModelShape, hw: HardwareProfile, d: Deployment) -> float:
     return dense_and_head_s(m, hw, d.batch_per_router, d.context_tokens, d.gpus_per_router) + overhead_s(m, hw, d)
 
 
+def core_sharing(hw: HardwareProfile, d: Deployment) -> float:
+    """How much longer every computation takes when the groups layout's processes share one host's CPU cores
+    (`shared_cores`, this machine's profile; 1 elsewhere). Each process is busy all the time, computing or
+    spinning on its channel (a Compiled Graph reader spins while it waits), so each gets cores / processes of
+    a core. The transport's round trip is measured with them all running and is not stretched again."""
+    if not hw.shared_cores or d.layout != "groups":
+        return 1.0
+    return max(1.0, (d.routers + d.num_groups * d.group_replicas) / hw.shared_cores)
+
+
 def decode_step(m: ModelShape, hw: HardwareProfile, d: Deployment) -> StepBreakdown:
     mb = d.micro_batches
     b = d.batch_per_router / mb  # tokens of one micro-batch
     ctx = d.context_tokens
-    overhead = overhead_s(m, hw, d)
+    stretch = core_sharing(hw, d)
+    overhead = stretch * overhead_s(m, hw, d)
     if d.layout == "single":
         att = attention_s(m, hw, b, ctx, d.gpus_per_router)
         exp = experts_s(m, hw, b * m.top_k, m.num_experts, d.gpus_per_router)
@@ -189,6 +200,7 @@ def decode_step(m: ModelShape, hw: HardwareProfile, d: Deployment) -> StepBreakd
         fair = b * m.top_k / d.num_groups
         exp_fair, _ = group_pass_s(m, hw, d, fair, d.group_replicas, d.gpus_per_group_replica)
         exp, busy = group_pass_s(m, hw, d, fair * d.imbalance, d.group_replicas, d.gpus_per_group_replica)
+        att, exp_fair, exp, busy = (stretch * x for x in (att, exp_fair, exp, busy))
         layer = groups_layer_s(d, att, trip, bytes_s, exp, busy)
         parts = (att, exp_fair, exp - exp_fair, trip)
     elif d.layout == "expert-parallel":
@@ -207,7 +219,7 @@ def decode_step(m: ModelShape, hw: HardwareProfile, d: Deployment) -> StepBreakd
     else:
         raise ValueError(f"unknown layout {d.layout!r}")
     moe = m.num_moe_layers
-    dense = dense_and_head_s(m, hw, d.batch_per_router, ctx, d.gpus_per_router)
+    dense = stretch * dense_and_head_s(m, hw, d.batch_per_router, ctx, d.gpus_per_router)
     step = moe * layer + dense + overhead
     att, exp_fair, extra, trip = (moe * mb * p for p in parts)
     hidden = max(0.0, att + exp_fair + extra + trip + dense + overhead - step)

@@ -2,8 +2,8 @@
 
 This machine: one `switchyard bench cluster` run (the one-process engine and a 2-group cluster with the
 Compiled Graph transport, built-in model, batch 32) measures decode step time and tok/s; the host profile is
-measured in the same run (matmul FLOP/s, memory bandwidth, the per-layer and per-sequence overheads from decodes
-at batch 1 and 8, the transport's round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
+measured in the same run (matmul FLOP/s, memory bandwidth, the overheads a layer, an expert hit and a sequence
+fitted to one-process decodes at batches 1, 4, 8, 16 and 64, the transport's round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
 """
 
 from __future__ import annotations
@@ -14,27 +14,36 @@ import sys
 from switchyard.cluster.planning.validation import format_rows, published_rows
 
 HOST_TOLERANCE = 0.25
-BATCH, NEW_TOKENS, PROMPT = 32, 16, 32
+BATCH = 32
 
 
 def host_rows(log) -> list[dict]:
     from switchyard.cluster.bench.cluster import Setup, run
     from switchyard.cluster.planning.host import base_profile, with_overhead, with_transports
-    from switchyard.cluster.planning.host_measure import calibration_steps_s, demo_shape
+    from switchyard.cluster.planning.host_measure import (NEW_TOKENS, PROMPT_TOKENS, calibration_steps_s,
+                                                          decode_step_s, demo_shape)
     from switchyard.cluster.planning.performance import Deployment, decode_step
     from switchyard.configs.defaults import DEMO_MODEL_DIR
 
     shape = demo_shape()
-    profile = with_overhead(base_profile(0.0), shape, calibration_steps_s())
-    rows = run(DEMO_MODEL_DIR, BATCH, NEW_TOKENS, PROMPT, [Setup(2, "compiled", 1)], log)
-    (_, single_tok, single_ms, in_process_ms, _, _), (_, cluster_tok, cluster_ms, trip_ms, fan_out, _) = rows
-    profile = with_transports(profile, in_process_ms, {"ray-compiled": trip_ms})
-    context = PROMPT + NEW_TOKENS // 2
-    setups = [("this machine: one process, batch 32", Deployment("single", 1, BATCH, context), single_ms, single_tok),
-              ("this machine: 2 groups, compiled graph, batch 32",
+    # The one process runs on 2 torch threads; in the cluster the router and each group replica run on one
+    # (`bench cluster`'s setup): each setup is predicted with the host measured as it runs
+    setup = Setup(2, "compiled", 1)
+    profiles = {}
+    for threads in sorted({2, setup.router_threads}):
+        log(f"calibrating the host's overheads on {threads} thread{'s' if threads > 1 else ''} ...")
+        profiles[threads] = with_overhead(base_profile(0.0, threads), shape, calibration_steps_s(threads))
+    single_ms = 1000 * decode_step_s(BATCH)  # the median of three, as the calibration's
+    rows = run(DEMO_MODEL_DIR, BATCH, NEW_TOKENS, PROMPT_TOKENS, [setup], log)
+    (_, _, _, in_process_ms, _, _), (_, cluster_tok, cluster_ms, trip_ms, fan_out, _) = rows
+    router = with_transports(profiles[setup.router_threads], in_process_ms, {"ray-compiled": trip_ms})
+    context = PROMPT_TOKENS + NEW_TOKENS // 2
+    setups = [("this machine: one process, batch 32", profiles[2], Deployment("single", 1, BATCH, context),
+               single_ms, 1000 * BATCH / single_ms),
+              ("this machine: 2 groups, compiled graph, batch 32", router,
                Deployment("groups", 1, BATCH, context, "ray-compiled", 2, fan_out=fan_out), cluster_ms, cluster_tok)]
     out = []
-    for label, d, measured_ms, measured_tok in setups:
+    for label, profile, d, measured_ms, measured_tok in setups:
         step = decode_step(shape, profile, d)
         for unit, measured, predicted in (("decode ms per step", measured_ms, 1000 * step.step_s),
                                           ("decode tok/s", measured_tok, step.tokens_per_s)):
@@ -42,6 +51,10 @@ def host_rows(log) -> list[dict]:
             out.append({"row": f"{label} ({unit})", "measured": measured, "predicted": predicted, "unit": unit,
                         "error": error, "tolerance": HOST_TOLERANCE, "ok": abs(error) <= HOST_TOLERANCE,
                         "source": "measured in this run (switchyard bench cluster)", "notes": ""})
+    for threads, p in profiles.items():
+        log(f"host on {threads} thread(s): {p.layer_overhead_s * 1e3:.2f} ms a layer, {p.expert_overhead_s * 1e3:.3f} "
+            f"ms an expert hit, {p.sequence_overhead_s * 1e3:.3f} ms a sequence")
+    log(f"compiled graph: {router.transport('ray-compiled').latency_s * 1e3:.2f} ms a round trip beyond the experts")
     return out
 
 

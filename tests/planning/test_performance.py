@@ -119,7 +119,7 @@ def test_profiles_round_trip_as_json(tmp_path):
     assert host.transport("ray-compiled").latency_s == pytest.approx(2.5e-3)
 
 
-def test_host_overheads_come_from_two_batch_sizes_and_predict_a_third(deepseek):
+def test_host_overheads_are_fitted_from_several_batches_and_predict_one_left_out(deepseek):
     from dataclasses import replace
 
     from switchyard.cluster.planning.host import with_overhead
@@ -127,20 +127,46 @@ def test_host_overheads_come_from_two_batch_sizes_and_predict_a_third(deepseek):
     def roofline(batch: int) -> float:
         return decode_step(deepseek, UNIT, Deployment("single", 1, batch, 64)).step_s
 
-    # a host whose steps take 0.1 ms a layer and 0.5 ms a sequence beyond the roofline
-    per_layer, per_sequence = 1e-4, 5e-4
+    # a host whose steps take, beyond the roofline, 0.1 ms a layer, 0.02 ms a distinct expert a MoE layer hits
+    # and 0.5 ms a sequence
+    per_layer, per_expert, per_sequence = 1e-4, 2e-5, 5e-4
 
     def host_step(batch: int) -> float:
-        return roofline(batch) + per_layer * deepseek.num_layers + per_sequence * batch
+        hit = distinct_experts(batch * deepseek.top_k, deepseek.num_experts)
+        return roofline(batch) + per_layer * deepseek.num_layers + per_expert * deepseek.num_moe_layers * hit \
+            + per_sequence * batch
 
-    measured = with_overhead(UNIT, deepseek, {1: host_step(1), 8: host_step(8)})
-    assert measured.sequence_overhead_s == pytest.approx(per_sequence)
+    measured = with_overhead(UNIT, deepseek, {b: host_step(b) for b in (1, 4, 8, 64)})
     assert measured.layer_overhead_s == pytest.approx(per_layer)
-    predicted = decode_step(deepseek, measured, Deployment("single", 1, 32, 64)).step_s
-    assert predicted == pytest.approx(host_step(32), rel=1e-6)
-    # the per-sequence overhead is charged per sequence of a router's batch: 31 more sequences, 31 x its cost
-    grown = (decode_step(deepseek, measured, Deployment("groups", 1, 32, 64, "t", 8)).step_s
-             - decode_step(deepseek, replace(measured, sequence_overhead_s=0.0), Deployment("groups", 1, 32, 64, "t", 8)).step_s)
+    assert measured.expert_overhead_s == pytest.approx(per_expert)
+    assert measured.sequence_overhead_s == pytest.approx(per_sequence)
+    assert decode_step(deepseek, measured, Deployment("single", 1, 32, 64)).step_s == pytest.approx(host_step(32))
+    # the per-sequence overhead is charged per sequence of a router's batch: 32 sequences, 32 x its cost
+    groups = Deployment("groups", 1, 32, 64, "t", 8)
+    grown = (decode_step(deepseek, measured, groups).step_s
+             - decode_step(deepseek, replace(measured, sequence_overhead_s=0.0), groups).step_s)
     assert grown == pytest.approx(32 * per_sequence)
-    with pytest.raises(ValueError, match="two batch sizes"):
-        with_overhead(UNIT, deepseek, {8: 0.1})
+    # a host with no cost per expert: the fit does not make one up below zero to absorb noise
+    noisy = {b: roofline(b) + per_layer * deepseek.num_layers + per_sequence * b * (1.02 if b == 4 else 1.0)
+             for b in (1, 4, 8, 64)}
+    fitted = with_overhead(UNIT, deepseek, noisy)
+    assert min(fitted.layer_overhead_s, fitted.expert_overhead_s, fitted.sequence_overhead_s) >= 0.0
+    assert fitted.sequence_overhead_s == pytest.approx(per_sequence, rel=0.05)
+    with pytest.raises(ValueError, match="3 or more batch sizes"):
+        with_overhead(UNIT, deepseek, {1: 0.1, 8: 0.2})
+
+
+def test_processes_sharing_a_hosts_cores_stretch_compute_not_the_measured_trip(deepseek):
+    from dataclasses import replace
+
+    from switchyard.cluster.planning.performance import core_sharing
+
+    groups = Deployment("groups", 1, 32, 64, "t", 2)
+    host = replace(UNIT, shared_cores=2)
+    assert core_sharing(host, groups) == pytest.approx(1.5)  # a router and 2 group replicas on 2 cores
+    assert core_sharing(host, Deployment("single", 1, 32, 64)) == 1.0  # one process: its threads are the profile's
+    assert core_sharing(UNIT, groups) == 1.0  # GPUs: every process on its own device
+    alone, shared = decode_step(deepseek, UNIT, groups), decode_step(deepseek, host, groups)
+    assert shared.dispatch_s == pytest.approx(alone.dispatch_s)
+    assert shared.attention_s == pytest.approx(1.5 * alone.attention_s)
+    assert shared.step_s - shared.dispatch_s == pytest.approx(1.5 * (alone.step_s - alone.dispatch_s))
