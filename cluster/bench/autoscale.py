@@ -38,6 +38,7 @@ from switchyard.cluster.cli.serve import free_port
 
 APP = "bench-autoscale"
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TEXT = REPO.parent / "shared/data/corpus/wiki-sample.txt"
 
 
 def workload(model: Path, text: str, phase_s: float, concurrency: int, max_tokens: int, out: Path, log):
@@ -280,7 +281,7 @@ def main(args) -> int:
     from switchyard.configs.defaults import resolve_model
 
     model = resolve_model(args.model)
-    text = Path(args.text) if args.text else REPO.parent / "shared/data/corpus/wiki-sample.txt"
+    text = Path(args.text) if args.text else DEFAULT_TEXT
     if not text.is_file():
         raise SystemExit(f"switchyard bench autoscale: no prose at {text}; pass --text FILE")
     if not 1 <= args.min_replicas < args.max_replicas:

@@ -57,6 +57,9 @@ def base_profile(price: float, threads: int = THREADS) -> HardwareProfile:
 
 
 OVERHEAD_TERMS = ("layer_overhead_s", "expert_overhead_s", "sequence_overhead_s")
+# The fitted model must reproduce every calibration step within this: a step that other work slowed shows as
+# one the three terms cannot fit (quiet runs fit within about 20%, at batch 1 the worst)
+CALIBRATION_FIT = 0.35
 
 
 def overhead_counts(shape, batch: int) -> list[float]:
@@ -92,6 +95,12 @@ def with_overhead(profile: HardwareProfile, shape, steps_s: dict[int, float]) ->
             if np.all(fit >= 0) and residual < best_residual - 1e-18:
                 best, best_residual = np.zeros(len(OVERHEAD_TERMS)), residual
                 best[list(terms)] = fit
+    steps = np.array([steps_s[b] for b in batches])
+    worst = float(np.max(np.abs((counts @ best + steps - beyond) / steps - 1.0)))  # the roofline is steps - beyond
+    if worst > CALIBRATION_FIT:
+        raise ValueError(f"the decode steps at batches {batches} ({', '.join(f'{1e3 * steps_s[b]:.1f}' for b in batches)} "
+                         f"ms) fit no host model within {CALIBRATION_FIT:.0%} (worst {worst:.0%} off): other work slowed "
+                         f"some of them (load average {os.getloadavg()[0]:.1f}); measure again on a quiet machine")
     return replace(profile, **dict(zip(OVERHEAD_TERMS, best.tolist())))
 
 

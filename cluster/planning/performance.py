@@ -243,7 +243,8 @@ def prefill_s(m: ModelShape, hw: HardwareProfile, d: Deployment, prompt_tokens: 
         trip = link.call_seconds(p * fan * m.hidden_size * m.activation_bytes, hw.network_efficiency)
     dense = dense_and_head_s(m, hw, p, p / 2.0, d.gpus_per_router)
     host = m.num_layers * hw.layer_overhead_s + hw.step_overhead_s + hw.sequence_overhead_s  # one sequence
-    return m.num_moe_layers * (att + exp + trip) + dense + host
+    stretch = core_sharing(hw, d)  # the round trip was measured with the processes sharing the cores already
+    return m.num_moe_layers * (stretch * (att + exp) + trip) + stretch * (dense + host)
 
 
 def memory_fits(m: ModelShape, hw: HardwareProfile, d: Deployment) -> bool:

@@ -50,6 +50,10 @@ class ScalingSettings:
     # send, (1 - forecast_error) x the truth (an under-forecast, the side that delays a replica); None: reactive
     forecast_error: float | None = None
     forecast_from_s: float = 0.0  # the floor is reported from then on (before, both setups run alike)
+    # the routers prefill in line with their decodes (a CPU engine's chunked prefill: this machine): admitting a
+    # request holds its router for the prompt's prefill. False: prefill runs elsewhere and costs the decode
+    # steps nothing, as with disaggregated prefill (the GPU plans)
+    prefill_on_router: bool = False
 
     def __post_init__(self) -> None:
         if self.group_signal not in ("busy", "rows"):
@@ -89,6 +93,10 @@ class SimResult:
     timeline: list  # (t, routers, [group replicas], queued requests) per tick
     # per tick: (t, [ready replicas per group], [replicas' worth of work per group], [(step s, tokens)])
     trace: list = field(default_factory=list)
+    finished_tokens: float = 0.0  # output tokens of the requests that finished within the duration
+    # inter-token latency as aiperf defines it, (last token - first token) / (tokens - 1) of a request, on
+    # average: decode time and in-line prefill while sequences decode (prefill_on_router), over decode steps
+    itl_mean_s: float = math.nan
 
     @property
     def replica_hours(self) -> float:
@@ -157,6 +165,13 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
                    for s, r in set(zip(now, replicas)))
 
     prefill = prefill_s(m, hw, peak, workload.prompt_tokens)
+
+    @lru_cache(maxsize=1024)
+    def prefill_work_s(prompts: int) -> float:  # a router's prefill of `prompts` admitted together
+        return prefill_s(m, hw, peak, workload.prompt_tokens * prompts)
+
+    prefilling = 0.0  # seconds of prefill the routers still owe (prefill_on_router)
+    finished_tokens = decoding_s = stalled_s = decode_steps = 0.0
     incoming = arrivals(workload, settings.tick_s, seed)
     queue: list[list[float]] = []  # [count, arrival time]
     active: list[list[float]] = []  # [count, tokens left, arrival time]
@@ -173,7 +188,15 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
         made, step, elapsed, occupied, made_g, steps_made = 0.0, 0.0, 0.0, 0.0, np.zeros(G), []
         while elapsed < settings.tick_s - 1e-9:  # segments end where a cohort finishes and frees its slots
             now = t + elapsed
-            _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
+            admitted = _admit(queue, active, routers.ready * B, now, prefill, ttft, ttft_w, workload.output_tokens)
+            if settings.prefill_on_router and admitted:
+                prefilling += prefill_work_s(math.ceil(admitted / routers.ready))
+            if prefilling > 1e-12:  # the routers prefill: no decode step meanwhile
+                pause = min(prefilling, settings.tick_s - elapsed)
+                prefilling -= pause
+                elapsed += pause
+                stalled_s += pause if active else 0.0  # decoding sequences wait for it
+                continue
             seqs = sum(c[0] for c in active)
             if not seqs:
                 break
@@ -182,10 +205,15 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
             step = step_s(routers.ready, batch, tuple(p.ready for p in groups), tuple(np.round(now_mix, 6)))
             span = min(settings.tick_s - elapsed, min(c[1] for c in active) * step)
             steps = span / step
+            decoding_s, decode_steps = decoding_s + span, decode_steps + steps
             produced = 0.0
             for cohort in active:
                 cohort[1] -= steps
                 produced += steps * cohort[0]
+            finished = sum(c[0] for c in active if c[1] <= 1e-9)
+            finished_tokens += finished * workload.output_tokens
+            if finished and workload.kind == "closed":  # each finished request's client sends its next one now
+                queue.append([finished, now + span])
             active = [c for c in active if c[1] > 1e-9]
             made_g += produced * now_mix
             itl.append(step)
@@ -220,13 +248,16 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
     return SimResult(hours, dollars, tokens, dollars / tokens * 1e6 if tokens else math.inf,
                      weighted_quantile(itl, itl_w, 0.5), weighted_quantile(itl, itl_w, 0.95),
                      weighted_quantile(ttft, ttft_w, 0.5), weighted_quantile(ttft, ttft_w, 0.95),
-                     router_s / 3600.0, group_s / 3600.0, timeline, trace)
+                     router_s / 3600.0, group_s / 3600.0, timeline, trace, finished_tokens,
+                     (decoding_s + stalled_s) / decode_steps if decode_steps else math.nan)
 
 
 def _admit(queue: list, active: list, slots: int, now: float, prefill: float, ttft: list, ttft_w: list,
-           output_tokens: int) -> None:
-    """Queued requests into free batch slots, first come first served; each one's time to first token."""
+           output_tokens: int) -> float:
+    """Queued requests into free batch slots, first come first served; each one's time to first token. Returns
+    how many were admitted."""
     free = slots - sum(c[0] for c in active)
+    admitted = 0.0
     while queue and free >= 1:
         take = min(queue[0][0], math.floor(free))
         ttft.append(now - queue[0][1] + prefill)
@@ -234,8 +265,10 @@ def _admit(queue: list, active: list, slots: int, now: float, prefill: float, tt
         active.append([take, float(output_tokens), queue[0][1]])
         queue[0][0] -= take
         free -= take
+        admitted += take
         if queue[0][0] < 1:
             queue.pop(0)
+    return admitted
 
 
 def _autoscale(m, hw, peak, routers: Pool, groups: list[Pool], shares, held: float, made: float, step: float,

@@ -23,6 +23,8 @@ def host_rows(log) -> list[dict]:
     from switchyard.cluster.planning.host_measure import (NEW_TOKENS, PROMPT_TOKENS, calibration_steps_s,
                                                           decode_step_s, demo_shape)
     from switchyard.cluster.planning.performance import Deployment, decode_step
+    from switchyard.cluster.bench.autoscale import DEFAULT_TEXT
+    from switchyard.cluster.planning.validate_served import served_rows
     from switchyard.configs.defaults import DEMO_MODEL_DIR
 
     shape = demo_shape()
@@ -51,6 +53,7 @@ def host_rows(log) -> list[dict]:
             out.append({"row": f"{label} ({unit})", "measured": measured, "predicted": predicted, "unit": unit,
                         "error": error, "tolerance": HOST_TOLERANCE, "ok": abs(error) <= HOST_TOLERANCE,
                         "source": "measured in this run (switchyard bench cluster)", "notes": ""})
+    out += served_rows(DEMO_MODEL_DIR, DEFAULT_TEXT, shape, router, fan_out, HOST_TOLERANCE, log)
     for threads, p in profiles.items():
         log(f"host on {threads} thread(s): {p.layer_overhead_s * 1e3:.2f} ms a layer, {p.expert_overhead_s * 1e3:.3f} "
             f"ms an expert hit, {p.sequence_overhead_s * 1e3:.3f} ms a sequence")

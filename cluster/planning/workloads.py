@@ -1,7 +1,9 @@
 """Arrival traces for the simulator: request rate over time (steady, bursty, a day's cycle) and the requests.
 
 A workload is a rate function (requests per second at time t) plus each request's prompt and output lengths.
-Arrivals per interval are Poisson with the interval's mean rate (seeded), so a run is reproducible.
+Arrivals per interval are Poisson with the interval's mean rate (seeded), so a run is reproducible. A closed
+workload has no rate: `concurrency` clients each send their next request when the last one finishes (as a load
+tool's streams do); they all start at once, and the simulator sends each next request (simulator.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Workload:
-    kind: str  # steady | bursty | day
+    kind: str  # steady | bursty | day | closed
     peak_requests_per_s: float
     duration_s: float
     prompt_tokens: int = 1024
@@ -23,10 +25,13 @@ class Workload:
     burst_start_s: float = 0.0  # bursty: when the burst begins, and how long it lasts
     burst_s: float = 0.0
     base_fraction: float = 0.2  # bursty: the rate outside the burst over the peak
+    concurrency: int = 0  # closed: clients, each with one request in flight
 
     def __post_init__(self) -> None:
-        if self.kind not in ("steady", "bursty", "day"):
-            raise ValueError(f"workload kind must be steady, bursty or day, got {self.kind!r}")
+        if self.kind not in ("steady", "bursty", "day", "closed"):
+            raise ValueError(f"workload kind must be steady, bursty, day or closed, got {self.kind!r}")
+        if (self.kind == "closed") != (self.concurrency >= 1):
+            raise ValueError(f"a closed workload, and only one, needs concurrency >= 1: {self}")
         if self.peak_requests_per_s <= 0 or self.duration_s <= 0 or self.output_tokens < 1:
             raise ValueError(f"a workload needs a positive rate, duration and output length: {self}")
 
@@ -48,8 +53,10 @@ class Workload:
 
 
 def arrivals(workload: Workload, tick_s: float, seed: int = 0) -> np.ndarray:
-    """Requests arriving in each tick: [ceil(duration / tick)] int64."""
+    """Requests arriving in each tick: [ceil(duration / tick)] int64 (closed: every client's first, at 0)."""
     rng = np.random.default_rng(seed)
     ticks = int(math.ceil(workload.duration_s / tick_s))
+    if workload.kind == "closed":
+        return np.array([workload.concurrency] + [0] * (ticks - 1), dtype=np.int64)
     means = np.array([workload.rate((i + 0.5) * tick_s) * tick_s for i in range(ticks)])
     return rng.poisson(means)

@@ -154,6 +154,10 @@ def test_host_overheads_are_fitted_from_several_batches_and_predict_one_left_out
     assert fitted.sequence_overhead_s == pytest.approx(per_sequence, rel=0.05)
     with pytest.raises(ValueError, match="3 or more batch sizes"):
         with_overhead(UNIT, deepseek, {1: 0.1, 8: 0.2})
+    # a step that other work slowed 3x fits no host model: refused, not turned into a profile
+    slowed = {b: host_step(b) * (3.0 if b == 8 else 1.0) for b in (1, 4, 8, 16, 64)}
+    with pytest.raises(ValueError, match="measure again on a quiet machine"):
+        with_overhead(UNIT, deepseek, slowed)
 
 
 def test_processes_sharing_a_hosts_cores_stretch_compute_not_the_measured_trip(deepseek):

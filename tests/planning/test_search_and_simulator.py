@@ -82,3 +82,31 @@ def test_simulator_scales_up_under_a_burst_and_down_after(deepseek):
     fixed = simulate(deepseek, hw, peak, burst, ScalingSettings(**{**settings.__dict__, "autoscale": False}))
     assert result.device_hours < fixed.device_hours
     assert result.tokens == pytest.approx(fixed.tokens, rel=0.05)
+
+
+def test_closed_workload_keeps_its_clients_busy_and_in_line_prefill_costs_their_tokens(deepseek):
+    from dataclasses import replace
+
+    from switchyard.cluster.planning.performance import prefill_s
+
+    hw = BUILTIN_PROFILES["H100"]
+    d = Deployment("groups", 1, 64, 1024, "rdma", num_groups=8)
+    clients, prompt, output = 16, 512, 64
+    work = Workload("closed", 1.0, 120.0, prompt, output, concurrency=clients)
+    step = decode_step(deepseek, hw, replace(d, batch_per_router=clients)).step_s
+    elsewhere = simulate(deepseek, hw, d, work, ScalingSettings(autoscale=False))
+    # every client always has a request decoding: a token each per step, all the time
+    assert elsewhere.tokens / work.duration_s == pytest.approx(clients / step, rel=0.02)
+    assert elsewhere.finished_tokens <= elsewhere.tokens
+    assert elsewhere.itl_p50_s == pytest.approx(step)
+    # in line, each round of 16 requests also waits for their prefill on the router
+    in_line = simulate(deepseek, hw, d, work, ScalingSettings(autoscale=False, prefill_on_router=True))
+    round_s = output * step + prefill_s(deepseek, hw, d, prompt * clients)
+    assert in_line.tokens / work.duration_s == pytest.approx(clients * output / round_s, rel=0.05)
+    with pytest.raises(ValueError, match="concurrency"):
+        Workload("closed", 1.0, 10.0)
+    with pytest.raises(ValueError, match="concurrency"):
+        Workload("steady", 1.0, 10.0, concurrency=4)
+    # aiperf's ITL: a request's tokens also wait for the prefills that run in line while it decodes
+    assert elsewhere.itl_mean_s == pytest.approx(step)
+    assert in_line.itl_mean_s > step
