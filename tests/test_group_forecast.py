@@ -231,33 +231,3 @@ def test_a_router_with_the_forecast_serves_it_in_stats_and_metrics(ray_serve, ch
             assert groups == {"0", "1"}, (metric, groups)
     finally:
         serve.delete(name)
-
-
-def test_the_forecast_raises_the_reported_floor_never_lowers_it():
-    import threading
-
-    from switchyard.cluster.autoscaling.demand import report_floors
-
-    class Registry:
-        def __init__(self):
-            self.reports = []
-            self.report_floor = self  # registry.report_floor.remote(floors)
-
-        def remote(self, floors):
-            self.reports.append(floors)
-            stop.set()  # one report is enough
-
-    class Demand:  # 100 and 10 rows/s measured, every tick
-        def take(self):
-            return [100.0, 10.0]
-
-    stop, registry, seen = threading.Event(), Registry(), []
-
-    def forecast(measured):
-        seen.append(measured)
-        return np.array([50.0, 40.0])  # below the measured floor for group 0, above it for group 1
-
-    report_floors(Demand(), ["g0", "g1"], registry, lambda: (4, 4), stop, every_s=0.01, forecast=forecast)
-    # the queue floor doubles what was sent (4 running, 4 waiting); the forecast wins only where it is higher
-    assert registry.reports[0] == {"g0": 200.0, "g1": 40.0}
-    assert seen[0] == [100.0, 10.0]

@@ -15,6 +15,9 @@ Glossary
 A running request's picks are its own routing so far (prompt and output, every layer), blended with the
 layer's popularity as a prior worth `prior_tokens` tokens; a waiting request's are its prompt's first-layer
 picks carried to later layers by the transition matrix, blended the same way.
+
+`looked_ahead` carries a floor's recent values along their trend by the time a replica takes to serve, so that
+a replica asked for on a rising load serves when that load arrives (demand.FloorTrend).
 """
 
 from __future__ import annotations
@@ -77,3 +80,36 @@ def top_k_recall(predicted: np.ndarray, actual: np.ndarray, k: int) -> float:
     p = np.argsort(-predicted, axis=-1, kind="stable")[..., :k]
     a = np.argsort(-actual, axis=-1, kind="stable")[..., :k]
     return float((p[..., :, None] == a[..., None, :]).any(axis=-1).mean())
+
+
+def looked_ahead(times, values, horizon_s: float, window_s: float) -> float:
+    """The value `horizon_s` ahead: the least-squares line through the points of the last `window_s`, at the
+    last time plus the horizon; never below the last value, since a floor may only raise a group's need (a
+    falling trend gives the present). Fewer than two points, no spread in time, or a horizon of 0: the last
+    value.
+
+    The horizon is what a replica takes to serve once the load asks for it (Serve's upscale delay plus its
+    start), so a replica asked for on a rising trend serves when that load arrives. The line, not the last
+    value plus a slope, so that the floor rises smoothly: Serve adds a replica only after its policy wanted
+    more for the whole upscale delay without a break, and one noisy tick below the line would be such a break."""
+    t = np.asarray(times, np.float64)
+    v = np.asarray(values, np.float64)
+    if len(v) == 0:
+        return 0.0
+    present = float(v[-1])
+    if horizon_s <= 0:
+        return present
+    recent = t >= t[-1] - window_s
+    t, v = t[recent], v[recent]
+    spread = t - t.mean()
+    if len(v) < 2 or not np.any(spread):
+        return present
+    slope = float((spread * (v - v.mean())).sum() / (spread * spread).sum())
+    return max(present, float(v.mean()) + slope * (t[-1] + horizon_s - t.mean()))
+
+
+def trend_window_s(horizon_s: float) -> float:
+    """The window whose trend is extrapolated `horizon_s` ahead: twice the horizon, so that a noisy forecast's
+    slope, multiplied by the horizon, moves the floor by a fraction of the noise rather than a multiple of it;
+    at least 10 s (ten of the router's once-a-second ticks)."""
+    return max(2.0 * horizon_s, 10.0)
