@@ -58,10 +58,25 @@ class ExpertAutoscaling(Autoscaling):
     forecast: bool = Field(
         False, description="also scale on the router's forecast of each group's load, from every running and "
                            "waiting request's routing (docs/operations.md: Forecast-led scaling)")
+    replica_start_s: float = Field(
+        0.0, ge=0, description="seconds a new replica takes to serve once Serve adds it (its experts loaded); with "
+                               "`forecast`, the router looks its floor's trend ahead by upscale_delay_s plus this "
+                               "plus forecast_lead_s (docs/operations.md: Forecast-led scaling)")
+    forecast_lead_s: float = Field(
+        0.0, ge=0, description="with `forecast`: seconds by which a replica asked for on the floor's trend should "
+                               "serve before the load it was asked for (added to the look-ahead)")
     metrics_interval_s: float = Field(0.5, gt=0, description="how often each replica reports its load")
     look_back_period_s: float = Field(2.0, gt=0, description="window the load is averaged over")
     upscale_delay_s: float = Field(1.0, ge=0)
     downscale_delay_s: float = Field(6.0, ge=0)
+
+    @property
+    def forecast_horizon_s(self) -> float:
+        """How far ahead the floor's trend is looked: a replica asked for now serves after Serve's upscale delay
+        and its start, and should serve forecast_lead_s before the load; 0 with the forecast off."""
+        if not self.forecast:
+            return 0.0
+        return self.upscale_delay_s + self.replica_start_s + self.forecast_lead_s
 
     @model_validator(mode="before")
     @classmethod

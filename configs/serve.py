@@ -239,6 +239,13 @@ class AppConfig(_Strict):
         """Some autoscaled group scales on the router's forecast."""
         return any(self.pool_of_group(g).pool.autoscaling.forecast for g in self.autoscaled_groups)
 
+    def forecast_horizons_s(self) -> list[float]:
+        """Per group: how far ahead the router looks its floor (its pool's upscale delay, a replica's start and
+        the lead wanted: `ExpertAutoscaling.forecast_horizon_s`; 0 for a group of fixed size, or whose pool does
+        not scale on the forecast)."""
+        return [self.pool_of_group(g).pool.autoscaling.forecast_horizon_s if g in self.autoscaled_groups else 0.0
+                for g in range(self.num_groups)]
+
     @property
     def router_replicas_most(self) -> int:
         """Router replicas the app may run (what a cost bound must pay for first)."""

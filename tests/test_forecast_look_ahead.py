@@ -8,6 +8,7 @@ import pytest
 
 from switchyard.cluster.autoscaling.demand import FloorTrend, report_floors
 from switchyard.cluster.autoscaling.forecast import looked_ahead, trend_window_s
+from switchyard.configs.serve import AppConfig
 
 SECONDS = np.arange(180.0)  # the router's once-a-second ticks
 
@@ -115,3 +116,25 @@ def test_the_reported_floor_looks_ahead_along_its_trend():
                   forecast=forecast, trend=FloorTrend([30.0, 30.0]), clock=lambda: now[0])
     assert registry.reports[-1]["g0"] == pytest.approx(10.0 * (20 + 30))
     assert registry.reports[-1]["g1"] == pytest.approx(100.0)  # the larger of sent and forecast, flat
+
+
+def test_the_horizon_is_the_upscale_delay_plus_the_replica_start_plus_the_lead():
+    def config(**autoscaling):
+        return AppConfig.model_validate({"model": "m", "num_groups": 2, "expert_pool": {"autoscaling": autoscaling}})
+
+    on = config(forecast=True, upscale_delay_s=10, replica_start_s=60)
+    assert on.expert_pool.autoscaling.forecast_horizon_s == 70.0
+    assert on.forecast_horizons_s() == [70.0, 70.0]
+    assert config(forecast=True, upscale_delay_s=10, replica_start_s=60, forecast_lead_s=30).forecast_horizons_s() \
+        == [100.0, 100.0]
+    serve_fields = on.expert_pool.autoscaling.to_serve()
+    assert "replica_start_s" not in serve_fields and "forecast_lead_s" not in serve_fields  # the router's
+    assert config(upscale_delay_s=10, replica_start_s=60).forecast_horizons_s() == [0.0, 0.0]  # forecast off
+    assert config(forecast=True).forecast_horizons_s() == [1.0, 1.0]  # local defaults: 1 s delay, start 0
+    for field in ("replica_start_s", "forecast_lead_s"):
+        with pytest.raises(ValueError, match=field):
+            config(forecast=True, **{field: -1})
+    pooled = AppConfig.model_validate({
+        "model": "m", "num_groups": 2, "expert_pool": {"autoscaling": {"forecast": True, "replica_start_s": 60}},
+        "expert_pools": [{"name": "cold", "groups": [1], "autoscaling": {"forecast": True, "replica_start_s": 20}}]})
+    assert pooled.forecast_horizons_s() == [61.0, 21.0]

@@ -20,7 +20,7 @@ from ray import serve
 from switchyard.cluster.api.keys import resolve_api_keys
 from switchyard.cluster.api.openai_routes import ServedModel, build_openai_app
 from switchyard.cluster.api.placement_routes import add_placement_routes
-from switchyard.cluster.autoscaling.demand import GroupDemand, report_floors
+from switchyard.cluster.autoscaling.demand import FloorTrend, GroupDemand, report_floors
 from switchyard.cluster.autoscaling.forecast_live import LiveForecast, holds_of_tables, snapshot_list, \
     tokens_per_s_per_seq
 from switchyard.cluster.deployments.registry import get_registry
@@ -130,9 +130,10 @@ class RouterDeployment:
         demand = GroupDemand(lambda: stats.tokens_per_group)
         names = [self.cfg.group_deployment_name(g) for g in range(self.cfg.num_groups)]
         forecast = None if self.forecast is None else self._forecast_tick
+        trend = None if self.forecast is None else FloorTrend(self.cfg.forecast_horizons_s())
         threading.Thread(target=report_floors, daemon=True, name="switchyard-group-floors",
                          args=(demand, names, get_registry(self.cfg.name), self.queue_lengths, self._stop),
-                         kwargs={"forecast": forecast}).start()
+                         kwargs={"forecast": forecast, "trend": trend}).start()
 
     def _forecast_tick(self, measured: list[float]) -> list[float]:
         """On the floor-reporting thread: the forecast from the scheduler's sequences now (copies of its lists)."""
