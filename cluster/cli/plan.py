@@ -126,11 +126,12 @@ def _run_plan(args) -> int:
                                        f"{args.itl_ms:g} ms and TTFT {args.ttft_s:g} s")
         report["plot"] = str(args.plot)
     if args.simulate == "shift":  # forecast-led against reactive scaling (cluster/planning/shift.py)
-        from switchyard.cluster.planning.shift import compare_shift
+        from switchyard.cluster.planning.shift import CASES, compare_shift, ramp_sweep
 
         pool = found["switchyard, coalesced group calls"] if args.simulate_coalesced else found["switchyard"]
         best = cheapest(pool, 1)
-        report["shift"] = [compare_shift(shape, hw, best[0], case) for case in ("step", "burst")] if best else None
+        report["shift"] = [compare_shift(shape, hw, best[0], case) for case in CASES] if best else None
+        report["ramp_sweep"] = ramp_sweep(shape, hw, best[0], known=tuple(report["shift"])) if best else None
     elif args.simulate:
         from switchyard.cluster.planning.day_cycle import compare_day
 
@@ -177,7 +178,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, help="write the throughput-against-cost Pareto plot (PNG) here")
     p.add_argument("--simulate", choices=("steady", "bursty", "day", "shift"), default=None,
                    help="simulate the cheapest Switchyard plan autoscaled against fixed at peak; shift: "
-                        "forecast-led against reactive scaling when another group turns hot")
+                        "forecast-led against reactive scaling when another group turns hot (at once, with a "
+                        "burst, or over a ramp of minutes, and over ramps of several lengths)")
     p.add_argument("--simulate-coalesced", action="store_true",
                    help="simulate the cheapest plan with coalesced group calls instead")
     p.add_argument("--trough", type=float, default=0.25,

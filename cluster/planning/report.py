@@ -102,8 +102,10 @@ def print_report(report: dict) -> None:
         if sim.get("bounds"):
             print("\n".join(_bounds(sim["bounds"])))
     if report.get("shift"):
-        from switchyard.cluster.planning.shift import shift_table
+        from switchyard.cluster.planning.shift import ramp_table, shift_table
 
         print("\n" + "\n\n".join(shift_table(case) for case in report["shift"]))
+        if report.get("ramp_sweep"):
+            print("\n" + ramp_table(report["ramp_sweep"]))
     if report.get("plot"):
         print(f"\nwrote the Pareto plot to {report['plot']}")

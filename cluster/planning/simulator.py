@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from switchyard.cluster.autoscaling.demand import FloorTrend
 from switchyard.cluster.autoscaling.policy import ExpertGroupPolicy
 from switchyard.cluster.planning.hardware import HardwareProfile
 from switchyard.cluster.planning.model_shape import ModelShape
@@ -50,6 +51,9 @@ class ScalingSettings:
     # send, (1 - forecast_error) x the truth (an under-forecast, the side that delays a replica); None: reactive
     forecast_error: float | None = None
     forecast_from_s: float = 0.0  # the floor is reported from then on (before, both setups run alike)
+    # how far ahead the floor's trend is looked (demand.FloorTrend); None: the upscale delay plus a replica's
+    # start, as the live router looks; 0: the floor now
+    forecast_horizon_s: float | None = None
     # the routers prefill in line with their decodes (a CPU engine's chunked prefill: this machine): admitting a
     # request holds its router for the prompt's prefill. False: prefill runs elsewhere and costs the decode
     # steps nothing, as with disaggregated prefill (the GPU plans)
@@ -178,6 +182,8 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
     itl, itl_w, ttft, ttft_w, timeline, trace = [], [], [], [], [], []
     router_s = group_s = tokens = 0.0  # replica-seconds
     next_policy, last_step = 0.0, 0.0
+    horizon = settings.forecast_horizon_s
+    trend = FloorTrend([settings.upscale_delay_s + settings.replica_start_s if horizon is None else horizon] * G)
     for i, arriving in enumerate(incoming):
         t = i * settings.tick_s
         for pool in [routers, *groups]:
@@ -233,8 +239,11 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
         if settings.forecast_error is not None and last_step and t >= settings.forecast_from_s:
             # as the live router: every running and waiting request's mix, a token a step (the last step's time)
             known = [c[::2] for c in active] + queue  # [count, arrival]
-            floors = ((1 - settings.forecast_error) * m.top_k / last_step * sum(c * mix_of(a) for c, a in known)
-                      if known else np.zeros(G))
+            forecast = ((1 - settings.forecast_error) * m.top_k / last_step * sum(c * mix_of(a) for c, a in known)
+                        if known else np.zeros(G))
+            # the live router's floor (demand.report_floors): the larger of the load sent and the forecast, looked
+            # ahead along its trend (no queue factor: the reactive setup has none to compare with)
+            floors = trend.ahead(t, np.maximum(made_g * m.top_k / settings.tick_s, forecast))
         work = [0.0] * G
         if settings.autoscale and t >= next_policy:
             next_policy = t + settings.policy_period_s
