@@ -87,6 +87,13 @@ class ExpertAutoscaling(Autoscaling):
         return data
 
     @model_validator(mode="after")
+    def _look_ahead_needs_the_forecast(self):
+        for name in ("replica_start_s", "forecast_lead_s"):
+            if getattr(self, name) and not self.forecast:
+                raise ValueError(f"{name}: only the forecast's look-ahead uses it; set forecast: true, or leave it 0")
+        return self
+
+    @model_validator(mode="after")
     def _window(self):
         if self.look_back_period_s <= self.metrics_interval_s:
             raise ValueError(f"look_back_period_s ({self.look_back_period_s}) must be greater than "

@@ -129,7 +129,10 @@ def test_the_horizon_is_the_upscale_delay_plus_the_replica_start_plus_the_lead()
         == [100.0, 100.0]
     serve_fields = on.expert_pool.autoscaling.to_serve()
     assert "replica_start_s" not in serve_fields and "forecast_lead_s" not in serve_fields  # the router's
-    assert config(upscale_delay_s=10, replica_start_s=60).forecast_horizons_s() == [0.0, 0.0]  # forecast off
+    assert config(upscale_delay_s=10).forecast_horizons_s() == [0.0, 0.0]  # forecast off
+    for field in ("replica_start_s", "forecast_lead_s"):  # a setting that would do nothing is refused
+        with pytest.raises(ValueError, match=f"{field}: only the forecast's look-ahead uses it"):
+            config(upscale_delay_s=10, **{field: 60})
     assert config(forecast=True).forecast_horizons_s() == [1.0, 1.0]  # local defaults: 1 s delay, start 0
     for field in ("replica_start_s", "forecast_lead_s"):
         with pytest.raises(ValueError, match=field):
