@@ -115,7 +115,9 @@ class Pool(Strict):
     memory_bytes: int | None = Field(None, ge=0)
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: a "
+                                      "router's one per core but one, left to its HTTP server; an expert group's "
+                                      "one per core)")
     max_ongoing_requests: int = Field(64, ge=1)
     nodes: NodePlacement = Field(default_factory=NodePlacement,
                                  description="which nodes the replicas may run on (configs/node_placement.py)")

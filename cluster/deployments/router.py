@@ -55,13 +55,21 @@ def kv_cache_stats(engine: Engine) -> dict:
 HEALTH_CHECK_PERIOD_S = 1.0
 
 
+def serving_threads(cores: int) -> int:
+    """The router's torch threads by default: one core left to the HTTP server in the same process (its event
+    loop parses requests and streams every token). With a thread on every core, each OpenMP barrier of the step
+    waits for the thread the server (or a load tool beside it) has preempted: on 2 cores under aiperf, 1 thread
+    gave 1.2x the output tok/s of 2 at 16 and 64 streams, 0.9x at 1 (docs/performance.md). vLLM-CPU likewise
+    keeps a core for its API server by default."""
+    return max(1, cores - 1)
+
+
 @serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S, health_check_timeout_s=10.0)
 @serve.ingress()  # the app is built per replica: __serve_build_asgi_app__
 class RouterDeployment:
     def __init__(self, config: dict, group_handles: list, deploy_id: str = ""):
         cfg = self.cfg = AppConfig.model_validate(config)
-        if cfg.router_pool.torch_threads:
-            torch.set_num_threads(cfg.router_pool.torch_threads)
+        torch.set_num_threads(cfg.router_pool.torch_threads or serving_threads(torch.get_num_threads()))
         ckpt = Checkpoint.open(cfg.model)
         tracing.configure("switchyard-router")  # on when the replica's environment names an OTLP endpoint
         sampling_defaults = load_sampling_defaults(cfg.model)  # a bad file fails here, before any weights load
@@ -180,6 +188,7 @@ class RouterDeployment:
                         "group_calls": s.calls, "tokens_per_group": list(s.tokens_per_group)}
         return {**dispatch, "experts": "router" if self.experts is None else "groups",
                 "step_errors": self.engine.errors, "last_step": None if step is None else vars(step),
+                "torch_threads": torch.get_num_threads(),
                 "kv_cache": self.kv_cache_stats(), "cost": self.telemetry.cost(),
                 "forecast": None if self.forecast is None else self.forecast.snapshot()}
 
