@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the simulator imports this module
-    from switchyard.cluster.planning.simulator import Pool, ScalingSettings
+    from switchyard.cluster.planning.simulated_pools import Pool
+    from switchyard.cluster.planning.simulator import ScalingSettings
 
 
 def serve_config(settings: ScalingSettings, max_replicas: int):
