@@ -3,7 +3,9 @@
 This machine: one `switchyard bench cluster` run (the one-process engine and a 2-group cluster with the
 Compiled Graph transport, built-in model, batch 32) measures decode step time and tok/s; the host profile is
 measured in the same run (matmul FLOP/s, memory bandwidth, the overheads a layer, an expert hit and a sequence
-fitted to one-process decodes at batches 1, 4, 8, 16 and 64, the transport's round trip); the model then predicts both setups' step time. Tolerance 25%. Exits 1 when any row misses.
+fitted to one-process decodes at batches 1, 4, 8, 16 and 64, the transport's round trip), and the model predicts
+both setups' step time. Then the simulator, on that profile, predicts `switchyard bench autoscale`'s setup served
+over HTTP, measured in the same run (validate_served.py). Tolerance 25%. Exits 1 when any row misses.
 """
 
 from __future__ import annotations
