@@ -85,8 +85,9 @@ def with_overhead(profile: HardwareProfile, shape, steps_s: dict[int, float]) ->
                          f"got {sorted(steps_s)}")
     batches = sorted(steps_s)
     counts = np.array([overhead_counts(shape, b) for b in batches])
-    beyond = np.array([steps_s[b] - decode_step(shape, profile, Deployment("single", 1, b, 64)).step_s
-                       for b in batches])
+    steps = np.array([steps_s[b] for b in batches])
+    roofline = np.array([decode_step(shape, profile, Deployment("single", 1, b, 64)).step_s for b in batches])
+    beyond = steps - roofline
     best, best_residual = np.zeros(len(OVERHEAD_TERMS)), float(np.sum(beyond ** 2))
     for size in range(1, len(OVERHEAD_TERMS) + 1):
         for terms in combinations(range(len(OVERHEAD_TERMS)), size):
@@ -95,8 +96,7 @@ def with_overhead(profile: HardwareProfile, shape, steps_s: dict[int, float]) ->
             if np.all(fit >= 0) and residual < best_residual - 1e-18:
                 best, best_residual = np.zeros(len(OVERHEAD_TERMS)), residual
                 best[list(terms)] = fit
-    steps = np.array([steps_s[b] for b in batches])
-    worst = float(np.max(np.abs((counts @ best + steps - beyond) / steps - 1.0)))  # the roofline is steps - beyond
+    worst = float(np.max(np.abs((roofline + counts @ best) / steps - 1.0)))
     if worst > CALIBRATION_FIT:
         raise ValueError(f"the decode steps at batches {batches} ({', '.join(f'{1e3 * steps_s[b]:.1f}' for b in batches)} "
                          f"ms) fit no host model within {CALIBRATION_FIT:.0%} (worst {worst:.0%} off): other work slowed "

@@ -144,11 +144,11 @@ def simulate(m: ModelShape, hw: HardwareProfile, peak: Deployment, workload: Wor
                                                imbalance=max(1.0, s * G))).step_s
                    for s, r in set(zip(now, replicas)))
 
-    prefill = prefill_s(m, hw, peak, workload.prompt_tokens)
-
     @lru_cache(maxsize=1024)
     def prefill_work_s(prompts: int) -> float:  # a router's prefill of `prompts` admitted together
         return prefill_s(m, hw, peak, workload.prompt_tokens * prompts)
+
+    prefill = prefill_work_s(1)  # one prompt's: what a request's time to first token adds
 
     prefilling = 0.0  # seconds of prefill the routers still owe (prefill_on_router)
     finished_tokens = decoding_s = stalled_s = decode_steps = 0.0
