@@ -102,6 +102,32 @@ class StepBatch:
         tables = scratch_block_tables(cache, [len(p) for p in prompts])
         return cls.build(prompts, [0] * len(prompts), tables, cache.block_size, device=cache.device)
 
+    @cached_property
+    def attention_parts(self) -> list[tuple[torch.Tensor | None, "StepBatch"]]:
+        """The step split for attention: [(None, self)] when its sequences all decode (one new token each) or all
+        prefill; else its decoding sequences and its prefilling ones as two batches, each with the packed index
+        of its tokens. Attention pads every sequence to the step's most new tokens, so one prompt joining 63
+        decoding sequences would otherwise make each of them attend with ~50 query rows (10 ms a layer against
+        1.5 ms at 64 sequences on this model)."""
+        if self.host_inputs is None or self.max_new == 1:
+            return [(None, self)]
+        tokens, cached, tables = self.host_inputs
+        decoding = [b for b, t in enumerate(tokens) if len(t) == 1]
+        if not decoding or len(decoding) == len(tokens):
+            return [(None, self)]
+        prefilling = [b for b, t in enumerate(tokens) if len(t) > 1]
+        starts = [0]
+        for t in tokens:
+            starts.append(starts[-1] + len(t))
+        parts = []
+        for rows in (decoding, prefilling):
+            index = [i for b in rows for i in range(starts[b], starts[b + 1])]
+            numbers = None if self.seq_numbers is None else [self.seq_numbers[b] for b in rows]
+            part = StepBatch.build([tokens[b] for b in rows], [cached[b] for b in rows], [tables[b] for b in rows],
+                                   self.block_size, numbers, self.device)
+            parts.append((torch.tensor(index, dtype=torch.long).to(self.device), part))
+        return parts
+
     def split(self, parts: int) -> list["StepBatch"]:
         """Micro-batches of whole sequences (for overlapping one's attention with another's experts)."""
         bounds = torch.linspace(0, self.num_seqs, parts + 1).round().long().tolist()

@@ -23,7 +23,7 @@ from switchyard.router.batch import StepBatch
 from switchyard.router.gates import Routing, route  # Routing re-exported: expert backends import it from here
 from switchyard.router.kv_cache import KVCache, MLACache
 from switchyard.router.mla import MLAWeights, mla_attention
-from switchyard.router.ops import cache_rows, causal_attention, rms_norm, write_cache
+from switchyard.router.ops import attend_by_kind, cache_rows, causal_attention, rms_norm, write_cache
 from switchyard.router.rope import Rope, apply_rope
 
 
@@ -155,8 +155,12 @@ class DenseModel:
         keys, values = cache.keys[index], cache.values[index]  # [blocks, block_size, kvh, d]
         write_cache(keys, batch, k)
         write_cache(values, batch, v)
-        out = causal_attention(q, cache_rows(keys, batch).transpose(1, 2), cache_rows(values, batch).transpose(1, 2),
-                               batch, cfg.head_dim ** -0.5)  # [T, nh*d]
+
+        def attend(tokens: torch.Tensor | None, part: StepBatch) -> torch.Tensor:
+            return causal_attention(q if tokens is None else q[tokens], cache_rows(keys, part).transpose(1, 2),
+                                    cache_rows(values, part).transpose(1, 2), part, cfg.head_dim ** -0.5)
+
+        out = attend_by_kind(T, batch, attend)  # [T, nh*d]
         return x + F.linear(out, w.wo)
 
     def moe_input(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, Routing | None]:

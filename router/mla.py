@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from switchyard.configs.model import ModelConfig
 from switchyard.router.batch import StepBatch
 from switchyard.router.kv_cache import MLACache
-from switchyard.router.ops import cache_rows, causal_attention, rms_norm, write_cache
+from switchyard.router.ops import attend_by_kind, cache_rows, causal_attention, rms_norm, write_cache
 from switchyard.router.rope import Rope, apply_rope, apply_rope_interleaved, yarn_mscale
 
 # diff with the decoder norms: the reference builds the latent norms with RMSNorm's default eps, not rms_norm_eps.
@@ -91,23 +91,27 @@ def mla_attention(config: ModelConfig, w: MLAWeights, h: torch.Tensor, layer: in
 
     pool = cache.latents[layer]  # [blocks, block_size, r + dr]
     write_cache(pool, batch, torch.cat([latent, k_rope[:, 0]], dim=-1))
-    cached = cache_rows(pool, batch)  # [B, L, r + dr]
     wkv_b = w.wkv_b.view(nh, dn + dv, r)
     scale = softmax_scale(config)
 
-    if batch.max_new == 1:  # absorbed: attend over the latents themselves (T = B, one query per sequence)
-        q_latent = torch.einsum("thd,hdr->thr", q_nope, wkv_b[:, :dn])  # [B, nh, r]
-        q = torch.cat([q_latent, q_rope], dim=-1)[:, None]  # [B, 1, nh, r + dr]
-        # One shared key head: the heads go in as query rows, so nothing is copied per head (SDPA's GQA path
-        # would copy the latents nh times, 50x slower on CPU).
-        visible = torch.arange(cached.shape[1], device=h.device)[None, :] <= batch.cached_lens[:, None]  # [B, L]
-        out = F.scaled_dot_product_attention(q, cached[:, None], cached[:, None, :, :r], attn_mask=visible[:, None, None],
-                                             scale=scale)  # [B, 1, nh, r]
-        out = torch.einsum("thr,hvr->thv", out[:, 0], wkv_b[:, dn:]).reshape(T, nh * dv)
-    else:  # expanded: per-head keys and values from the latents
+    def attend(tokens: torch.Tensor | None, part: StepBatch) -> torch.Tensor:  # [part's T, nh*dv]
+        qn, qr = (q_nope, q_rope) if tokens is None else (q_nope[tokens], q_rope[tokens])
+        cached = cache_rows(pool, part)  # [B, L, r + dr]
+        if part.max_new == 1:  # absorbed: attend over the latents themselves (T = B, one query per sequence)
+            q_latent = torch.einsum("thd,hdr->thr", qn, wkv_b[:, :dn])  # [B, nh, r]
+            q = torch.cat([q_latent, qr], dim=-1)[:, None]  # [B, 1, nh, r + dr]
+            # One shared key head: the heads go in as query rows, so nothing is copied per head (SDPA's GQA
+            # path would copy the latents nh times, 50x slower on CPU).
+            visible = torch.arange(cached.shape[1], device=h.device)[None, :] <= part.cached_lens[:, None]  # [B, L]
+            out = F.scaled_dot_product_attention(q, cached[:, None], cached[:, None, :, :r],
+                                                 attn_mask=visible[:, None, None], scale=scale)  # [B, 1, nh, r]
+            return torch.einsum("thr,hvr->thv", out[:, 0], wkv_b[:, dn:]).reshape(qn.shape[0], nh * dv)
+        # expanded: per-head keys and values from the latents
         B, L = cached.shape[:2]
         kv_heads = F.linear(cached[..., :r], w.wkv_b).view(B, L, nh, dn + dv).transpose(1, 2)  # [B, nh, L, dn + dv]
         k_nope, v = kv_heads.split([dn, dv], dim=-1)
         k = torch.cat([k_nope, cached[:, None, :, r:].expand(B, nh, L, m.qk_rope_head_dim)], dim=-1)  # [B, nh, L, dqk]
-        out = causal_attention(torch.cat([q_nope, q_rope], dim=-1), k, v, batch, scale)  # [T, nh*dv]
+        return causal_attention(torch.cat([qn, qr], dim=-1), k, v, part, scale)  # [T, nh*dv]
+
+    out = attend_by_kind(T, batch, attend)
     return F.linear(out, w.wo)

@@ -27,6 +27,21 @@ def write_cache(pool: torch.Tensor, batch: StepBatch, entries: torch.Tensor) -> 
     pool.flatten(0, 1).index_copy_(0, batch.slot_mapping, entries.to(pool.dtype))
 
 
+def attend_by_kind(num_tokens: int, batch: StepBatch, attend) -> torch.Tensor:
+    """`attend(tokens, part)` → [tokens of part, D] over each of `batch.attention_parts` (decoding and
+    prefilling sequences apart), put back in packed order → [T, D]; `tokens` is None for the whole step."""
+    parts = batch.attention_parts
+    if len(parts) == 1:
+        return attend(None, batch)
+    out = None
+    for tokens, part in parts:
+        part_out = attend(tokens, part)
+        if out is None:
+            out = part_out.new_empty(num_tokens, part_out.shape[-1])
+        out[tokens] = part_out
+    return out
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: StepBatch, scale: float) -> torch.Tensor:
     """Causal attention of the step's queries over each sequence's cached and new keys.
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from switchyard.configs.model import ModelConfig
-from switchyard.router.affinity.traces import TraceMetadata, concat_traces, trace_from_layer, write_traces
+from switchyard.router.affinity.traces import (RoutingTrace, TraceMetadata, concat_traces, trace_from_layer,
+                                               write_traces)
 from switchyard.router.batch import StepBatch
 from switchyard.router.dense_model import Routing
 from switchyard.router.sampling import SamplingParams

@@ -101,6 +101,39 @@ def test_decode_logits_match_full_forward(family, checkpoints, numerics_device):
     torch.testing.assert_close(ours, reference_logits(reference, prompts).cpu(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["qwen3_moe", "deepseek_v3"])
+def test_mixed_step_logits_match_full_forward(family, checkpoints, numerics_device):
+    """A step where some sequences decode one token while others prefill a chunk attends over each kind apart
+    (StepBatch.attention_parts); its logits equal one full forward, for grouped-query and latent attention."""
+    path = checkpoints[family]
+    reference = load_reference(path, numerics_device)
+    engine = Engine.from_pretrained(path, engine_config(numerics_device, max_num_seqs=4, max_model_len=64,
+                                                        block_size=4))
+    prompts = random_prompts(3, (9, 14, 10))
+    tables = [[5, 1, 8], [0, 6, 2, 9], [3, 4, 7]]
+    fed = [3, 0, 0]  # sequence 0 prefills alone first; then it decodes beside the others' chunks of 3
+    chunk = [1, 3, 3]
+    logits = [[], [], []]
+    mixed_steps = 0
+    with torch.inference_mode():
+        first = StepBatch.build([prompts[0][:3]], [0], [tables[0]], 4)
+        logits[0].append(forward_step(engine.model, engine.experts, engine.cache, first, all_logits=True))
+        while any(f < len(p) for f, p in zip(fed, prompts)):
+            live = [i for i, p in enumerate(prompts) if fed[i] < len(p)]
+            pieces = [prompts[i][fed[i]:fed[i] + chunk[i]] for i in live]
+            batch = StepBatch.build(pieces, [fed[i] for i in live], [tables[i] for i in live], 4)
+            mixed_steps += len(batch.attention_parts) == 2
+            out = forward_step(engine.model, engine.experts, engine.cache, batch, all_logits=True)
+            start = 0
+            for i, piece in zip(live, pieces):
+                logits[i].append(out[start:start + len(piece)])
+                start += len(piece)
+                fed[i] += len(piece)
+    assert mixed_steps >= 3
+    ours = torch.cat([torch.cat(s) for s in logits]).cpu()
+    torch.testing.assert_close(ours, reference_logits(reference, prompts).cpu(), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_generation_matches_transformers_generate(family, checkpoints, numerics_device):
     path = checkpoints[family]
