@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 from typing import NamedTuple
 
 import torch
@@ -112,13 +113,12 @@ class StepBatch:
         if self.host_inputs is None or self.max_new == 1:
             return [(None, self)]
         tokens, cached, tables = self.host_inputs
-        decoding = [b for b, t in enumerate(tokens) if len(t) == 1]
-        if not decoding or len(decoding) == len(tokens):
+        decoding, prefilling = [], []
+        for b, t in enumerate(tokens):
+            (decoding if len(t) == 1 else prefilling).append(b)
+        if not decoding or not prefilling:
             return [(None, self)]
-        prefilling = [b for b, t in enumerate(tokens) if len(t) > 1]
-        starts = [0]
-        for t in tokens:
-            starts.append(starts[-1] + len(t))
+        starts = [0, *accumulate(len(t) for t in tokens)]  # packed index of each sequence's first new token
         parts = []
         for rows in (decoding, prefilling):
             index = [i for b in rows for i in range(starts[b], starts[b + 1])]

@@ -160,7 +160,7 @@ class DenseModel:
             return causal_attention(q if tokens is None else q[tokens], cache_rows(keys, part).transpose(1, 2),
                                     cache_rows(values, part).transpose(1, 2), part, cfg.head_dim ** -0.5)
 
-        out = attend_by_kind(T, batch, attend)  # [T, nh*d]
+        out = attend_by_kind(batch, attend)  # [T, nh*d]
         return x + F.linear(out, w.wo)
 
     def moe_input(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, Routing | None]:

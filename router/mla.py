@@ -113,5 +113,5 @@ def mla_attention(config: ModelConfig, w: MLAWeights, h: torch.Tensor, layer: in
         k = torch.cat([k_nope, cached[:, None, :, r:].expand(B, nh, L, m.qk_rope_head_dim)], dim=-1)  # [B, nh, L, dqk]
         return causal_attention(torch.cat([qn, qr], dim=-1), k, v, part, scale)  # [T, nh*dv]
 
-    out = attend_by_kind(T, batch, attend)
+    out = attend_by_kind(batch, attend)
     return F.linear(out, w.wo)

@@ -27,7 +27,7 @@ def write_cache(pool: torch.Tensor, batch: StepBatch, entries: torch.Tensor) -> 
     pool.flatten(0, 1).index_copy_(0, batch.slot_mapping, entries.to(pool.dtype))
 
 
-def attend_by_kind(num_tokens: int, batch: StepBatch, attend) -> torch.Tensor:
+def attend_by_kind(batch: StepBatch, attend) -> torch.Tensor:
     """`attend(tokens, part)` → [tokens of part, D] over each of `batch.attention_parts` (decoding and
     prefilling sequences apart), put back in packed order → [T, D]; `tokens` is None for the whole step."""
     parts = batch.attention_parts
@@ -37,7 +37,7 @@ def attend_by_kind(num_tokens: int, batch: StepBatch, attend) -> torch.Tensor:
     for tokens, part in parts:
         part_out = attend(tokens, part)
         if out is None:
-            out = part_out.new_empty(num_tokens, part_out.shape[-1])
+            out = part_out.new_empty(batch.token_ids.shape[0], part_out.shape[-1])
         out[tokens] = part_out
     return out
 

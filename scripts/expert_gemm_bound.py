@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import statistics
 import time
 
@@ -47,7 +48,7 @@ def measure(tokens: int) -> dict[str, float]:
     copy_s = timed(lambda: copy.copy_(big), 10)
     weights = [torch.randn(2 * INTER, HIDDEN) for _ in range(EXPERTS)]
     rows, one = torch.randn(8, HIDDEN), torch.randn(HIDDEN)
-    turn = iter(range(10**9))
+    turn = itertools.count()
     hot = timed(lambda: rows @ weights[0].T, 2000)
     cycling = timed(lambda: rows @ weights[next(turn) % EXPERTS].T, 2000)
     matvec = timed(lambda: torch.mv(weights[next(turn) % EXPERTS], one), 2000)
