@@ -222,6 +222,24 @@ def test_bench_autoscale_shift_report_reads_serving_crossing_and_time_above_targ
     assert row[0] == "autoscaled 1-3" and row[1] == "g1" and row[4] == -1.0 and abs(row[-1] - 0.07) < 1e-12
 
 
+def test_bench_autoscale_ramp_shifts_the_requests_gradually_and_widens_the_itl_window():
+    from switchyard.cluster.bench.autoscale_results import Phase
+    from switchyard.cluster.bench.shift import Sample, shift_report
+
+    ramp = Phase("numbers", ["n"], 160.0, 16, ramp_from=("p",), ramp_s=100.0)
+
+    def share(elapsed: float) -> float:
+        return sum(ramp.prompt(i, elapsed) == "n" for i in range(1000)) / 1000
+
+    assert share(0.0) == 0.0 and share(100.0) == 1.0 and share(150.0) == 1.0
+    assert abs(share(25.0) - 0.25) < 0.01 and abs(share(70.0) - 0.7) < 0.01  # linear, spread over the requests
+    assert all(Phase("step", ["n"], 10.0, 4).prompt(i, 0.0) == "n" for i in range(8))  # no ramp: a step
+    samples = [Sample(0.0, [1, 1], [0, 0]), Sample(1.0, [1, 1], [50, 0])]
+    itl_at = [(10.0, 0.1), (120.0, 0.2), (140.0, 0.9)]  # 140 s: after the ramp's 100 s plus 30 s
+    assert abs(shift_report(samples, itl_at, 100.0, 0.6, ramp_s=100.0).p95_itl_s - 0.195) < 1e-9
+    assert shift_report(samples, itl_at, 100.0, 0.6).p95_itl_s == 0.1  # a step: the 30 s after it
+
+
 def test_widened_experts_give_the_built_in_models_tokens(tmp_path):
     """scripts/widen_experts.py pads every expert with zeros: the greedy tokens stay the built-in model's."""
     import importlib.util

@@ -41,9 +41,11 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TEXT = REPO.parent / "shared/data/corpus/wiki-sample.txt"
 
 
-def workload(model: Path, text: str, phase_s: float, concurrency: int, max_tokens: int, out: Path, log):
+def workload(model: Path, text: str, phase_s: float, concurrency: int, max_tokens: int, out: Path, log,
+             ramp_s: float = 0.0):
     """The phases, and the placement that makes number tables hot on group 0 (from their routing on a
-    single-process engine)."""
+    single-process engine). With ramp_s, the number tables replace prose gradually over that many seconds
+    (then phase_s settled); without, every stream changes at once (a step)."""
     from switchyard.configs.engine import EngineConfig
     from switchyard.router.engine import Engine
     from switchyard.router.sampling import SamplingParams
@@ -56,18 +58,21 @@ def workload(model: Path, text: str, phase_s: float, concurrency: int, max_token
     out.mkdir(parents=True, exist_ok=True)
     placement = out / "numbers-hot.json"
     hot_placement(counts, engine.model.config.moe_layers, engine.model.config.num_experts // 4).save(placement)
-    phases = [Phase("prose", prose, phase_s, concurrency), Phase("numbers", numbers, phase_s, concurrency),
+    phases = [Phase("prose", prose, phase_s, concurrency), Phase("numbers", numbers, ramp_s + phase_s, concurrency, tuple(prose), ramp_s),
               Phase("one at a time", prose, phase_s / 2, 1)]
     return phases, str(placement)
 
 
 def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int, autoscale: bool,
                capacity: float | None, prices: tuple[float, float], transport: str = "compiled",
-               forecast: bool = False) -> dict:
+               forecast: bool = False, look_ahead: tuple[float, float] = (0.0, 0.0)) -> dict:
+    """look_ahead: (replica_start_s, forecast_lead_s) of the forecast's look-ahead, with forecast on."""
     pool = {"num_cpus": 0.25, "torch_threads": 1}
     if autoscale:
         pool["autoscaling"] = {"min_replicas": min_replicas, "max_replicas": max_replicas,
                                "capacity_rows_per_s": capacity, "forecast": forecast}
+        if forecast:
+            pool["autoscaling"].update(replica_start_s=look_ahead[0], forecast_lead_s=look_ahead[1])
     else:
         pool["num_replicas"] = max_replicas
     return {"model": str(model), "served_model_name": "bench", "name": APP, "num_groups": 2, "placement": placement,
@@ -130,7 +135,7 @@ def run_phase(url: str, setup: str, phase: Phase, max_tokens: int) -> PhaseResul
             async def worker(w: int):
                 i = w
                 while time.monotonic() - start < phase.seconds:
-                    tokens, itl = await _request(client, url, phase.prompts[i % len(phase.prompts)], max_tokens)
+                    tokens, itl = await _request(client, url, phase.prompt(i, time.monotonic() - start), max_tokens)
                     i += phase.concurrency
                     if tokens < 0:
                         result.errors += 1
@@ -199,7 +204,8 @@ async def _warm(url: str, prompt: str, max_tokens: int) -> None:
 
 def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: float, concurrency: int,
         max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log,
-        transport: str = "compiled", forecast: bool = False, with_fixed_max: bool = True):
+        transport: str = "compiled", forecast: bool = False, with_fixed_max: bool = True, ramp_s: float = 0.0,
+        look_ahead: tuple[float, float] = (0.0, 0.0)):
     import ray
     from ray import serve
 
@@ -214,13 +220,13 @@ def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: f
             if attempt == 2:
                 raise
             log(f"Ray did not start ({err}); trying again")
-    phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log)
+    phases, placement = workload(model, text, phase_s, concurrency, max_tokens, out, log, ramp_s)
     port = free_port("127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     all_results = []
     try:
         def config(low: int, high: int, autoscale: bool, capacity: float | None = None, led: bool = False) -> dict:
-            return app_config(model, placement, low, high, autoscale, capacity, prices, transport, led)
+            return app_config(model, placement, low, high, autoscale, capacity, prices, transport, led, look_ahead)
 
         # capacity where scale-up decisions start: one replica per group, seeing whole batches
         fixed_min, measured = run_setup(f"fixed at {min_replicas}",
@@ -269,6 +275,14 @@ def register(benchmarks) -> None:
                    help="also run the groups autoscaled with the router's load forecast as a floor "
                         "(expert_pool.autoscaling.forecast), and compare both autoscaled setups on the shift to "
                         "number tables")
+    p.add_argument("--ramp-seconds", type=float, default=0.0,
+                   help="shift from prose to number tables gradually over this many seconds (the numbers phase then "
+                        "lasts this plus --phase-seconds); default 0: every stream at once")
+    p.add_argument("--replica-start-s", type=float, default=0.0,
+                   help="with --forecast: the forecast-led setup's replica_start_s (seconds a new replica takes to "
+                        "serve), which the floor's trend is looked ahead by")
+    p.add_argument("--forecast-lead-s", type=float, default=0.0,
+                   help="with --forecast: its forecast_lead_s (the new replica should serve this long before the load)")
     p.add_argument("--no-fixed-max", action="store_true", help="leave out the setup fixed at --max-replicas")
     p.add_argument("--out", default="runs/bench-autoscale", help="folder for the placement file")
     p.set_defaults(func=main)
@@ -286,18 +300,27 @@ def main(args) -> int:
         raise SystemExit(f"switchyard bench autoscale: no prose at {text}; pass --text FILE")
     if not 1 <= args.min_replicas < args.max_replicas:
         raise SystemExit("switchyard bench autoscale: need 1 <= --min-replicas < --max-replicas")
+    if (args.replica_start_s or args.forecast_lead_s) and not args.forecast:
+        raise SystemExit("switchyard bench autoscale: --replica-start-s and --forecast-lead-s set the forecast's "
+                         "look-ahead; add --forecast")
+    if args.ramp_seconds < 0 or args.replica_start_s < 0 or args.forecast_lead_s < 0:
+        raise SystemExit("switchyard bench autoscale: --ramp-seconds, --replica-start-s and --forecast-lead-s must be "
+                         ">= 0")
     prices = (args.router_price, args.expert_price)
+    shift = f"over a {args.ramp_seconds:.0f} s ramp, then settled" if args.ramp_seconds else "at once"
     print(f"model: {model}; 2 expert groups, {args.transport} transport; phases of {args.phase_seconds:.0f} s: prose "
-          f"({text.name}), number tables, one at a time; {args.concurrency} streams, {args.max_tokens} tokens each; "
+          f"({text.name}), number tables ({shift}), one at a time; {args.concurrency} streams, {args.max_tokens} "
+          f"tokens each; "
           f"prices ${prices[0]}/router and ${prices[1]}/expert replica-hour")
     results, capacity = run(model, str(text), args.min_replicas, args.max_replicas, args.phase_seconds,
                                       args.concurrency, args.max_tokens, args.capacity, prices, Path(args.out),
-                                      log_to_stderr, args.transport, args.forecast, not args.no_fixed_max)
+                                      log_to_stderr, args.transport, args.forecast, not args.no_fixed_max,
+                                      args.ramp_seconds, (args.replica_start_s, args.forecast_lead_s))
     print(f"capacity used by the autoscaler: {capacity:.0f} rows per busy second" if capacity else
           "capacity: measured live by the policy")
     print(format_table(PHASE_HEADERS, phase_rows(results, prices)))
     print(format_table(TOTAL_HEADERS, total_rows(results, prices)))
     if capacity:
         print(f"the shift to number tables (target utilization {TARGET_UTILIZATION}):")
-        print(format_table(SHIFT_HEADERS, shift_rows(results, capacity)))
+        print(format_table(SHIFT_HEADERS, shift_rows(results, capacity, args.ramp_seconds)))
     return 1 if any(r.errors for r in results) else 0

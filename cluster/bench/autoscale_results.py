@@ -8,12 +8,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+GOLDEN = 0.6180339887498949  # spreads the requests that have shifted evenly over a ramp
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     prompts: list[str]
     seconds: float
     concurrency: int
+    ramp_from: tuple[str, ...] = ()  # a gradual shift: prompts the phase moves away from, over ramp_s
+    ramp_s: float = 0.0
+
+    def prompt(self, i: int, elapsed_s: float) -> str:
+        """The i-th request's prompt, started elapsed_s into the phase. Over a ramp, the share of requests that
+        take the phase's own prompts rises linearly from 0 to 1 (request i shifts once that share passes
+        frac(i x golden ratio), so the shifted requests are spread evenly); after it, or without one, all do."""
+        own = self.prompts[i % len(self.prompts)]
+        if not self.ramp_from or elapsed_s >= self.ramp_s:
+            return own
+        return own if (i * GOLDEN) % 1.0 < elapsed_s / self.ramp_s else self.ramp_from[i % len(self.ramp_from)]
 
 
 @dataclass

@@ -9,7 +9,8 @@ every half second during the phase that makes another group hot (the shift is th
                      its target (None when either never happened)
     above target     seconds the hot group's rows/s were above target_utilization x capacity x its replicas
                      in the registry then
-    p95 ITL 30 s     p95 inter-token latency of the requests that finished in the 30 s after the shift
+    p95 ITL 30 s     p95 inter-token latency of the requests that finished from the shift to 30 s after the
+                     mix stopped moving (30 s after a step; a ramp's length plus 30 s after a gradual shift)
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class ShiftReport:
 
 
 def shift_report(samples: list[Sample], itl_at: list[tuple[float, float]], capacity: float,
-                 target_utilization: float) -> ShiftReport:
-    """samples in time order; itl_at: (seconds after the shift a request finished, its ITL)."""
+                 target_utilization: float, ramp_s: float = 0.0) -> ShiftReport:
+    """samples in time order; itl_at: (seconds after the shift a request finished, its ITL); ramp_s: how long
+    the mix moved (0 for a step)."""
     rows = np.array([s.rows for s in samples], np.float64)  # [N, G]
     hot = int(np.argmax(rows[-1] - rows[0])) if len(samples) > 1 else 0
     at = np.array([s.at for s in samples])
@@ -62,12 +64,12 @@ def shift_report(samples: list[Sample], itl_at: list[tuple[float, float]], capac
             crosses = float(at[i - 1])
         if rate > target_utilization * capacity * samples[i - 1].registered[hot]:
             above += span
-    recent = [itl for t, itl in itl_at if 0.0 <= t <= AFTER_SHIFT_S]
+    recent = [itl for t, itl in itl_at if 0.0 <= t <= ramp_s + AFTER_SHIFT_S]
     return ShiftReport(hot, serving, crosses, above, float(np.percentile(recent, 95)) if recent else None)
 
 
 SHIFT_HEADERS = ["setup", "hot group", "serving after s", "load crosses target s", "lead s", "above target s",
-                 "p95 ITL ms, 30 s after", "replica-hours (all phases)"]
+                 "p95 ITL ms, to 30 s after", "replica-hours (all phases)"]
 
 
 def shift_row(setup: str, report: ShiftReport, replica_hours: float) -> list:
@@ -91,12 +93,12 @@ def shift_sample(app: str, stats_url: str, at: float) -> Sample:
     return Sample(at, registered, stats["tokens_per_group"], forecast and forecast["forecast_rows_per_s"])
 
 
-def shift_rows(results: list, capacity: float) -> list[list]:
+def shift_rows(results: list, capacity: float, ramp_s: float = 0.0) -> list[list]:
     """`PhaseResult`s -> the autoscaled setups' shift from prose to number tables (shift.py), with their replica-hours."""
     rows = []
     for setup in dict.fromkeys(r.setup for r in results if not r.setup.startswith("fixed")):
         mine = [r for r in results if r.setup == setup]
         shifted = next(r for r in mine if r.phase == "numbers")
-        report = shift_report(shifted.samples, shifted.itl_at, capacity, TARGET_UTILIZATION)
+        report = shift_report(shifted.samples, shifted.itl_at, capacity, TARGET_UTILIZATION, ramp_s)
         rows.append(shift_row(setup, report, sum(r.replica_hours(1) for r in mine)))
     return rows
