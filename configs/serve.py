@@ -4,7 +4,7 @@ renders. Typed and validated (pydantic, as Ray Serve's own schema is); no I/O.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -17,6 +17,10 @@ __all__ = ["AppConfig", "Autoscaling", "ExpertAutoscaling", "ExpertPool", "Group
 
 
 _Strict = Strict
+# Router to expert groups; the first is the default (cluster/dispatch/make_transport.py).
+Transport = Literal["socket", "compiled", "actor", "handle"]
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
+
 class Prices(_Strict):
     """Dollars per replica-hour of each pool, for the reported cost per million tokens (0 = not priced)."""
 
@@ -42,8 +46,10 @@ class RouterSettings(_Strict):
                                "with Retry-After at once, rather than a queue that grows without bound")
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest request body; past it, 413")
     micro_batches: int = Field(1, ge=1, description="ping-pong micro-batches per step")
-    transport: Literal["compiled", "actor", "handle"] = Field(
-        "compiled", description="router to expert groups: a Ray Compiled Graph, direct actor calls, or Serve handles")
+    transport: Transport = Field(
+        TRANSPORTS[0], description="router to expert groups: Unix sockets to the replicas on the router's node "
+                                   "(direct actor calls to others), a Ray Compiled Graph, direct actor calls, or "
+                                   "Serve handles")
     expert_timeout_s: float = Field(30.0, gt=0, description="give up on an expert group after this long")
     compiled_idle_teardown_s: float = Field(
         2.0, gt=0, description="compiled transport: tear the graph down after this long without a step (its "

@@ -10,6 +10,9 @@ count (median of --samples calls, each the mean of --repeats):
   graph, empty      a Compiled Graph to `--groups` bare actors, one float in and out: channel and scheduling only
   graph, echo       the same graph carrying the real messages (request in, a response of T rows back)
   graph, 1 actor    the echo graph with one actor, so the second process's share shows
+  pipes, echo       the echo messages to `--groups` plain processes over OS pipes, each side blocking in read()
+                    until its message is there: the hand-off when nobody spins (a Compiled Graph's reader spins
+                    with sched_yield, so with more processes than cores a reader sees a write a time slice later)
 The actors are plain Ray actors with 0.5 CPU each, as the expert-group replicas; nothing here imports the
 project's transports.
 """
@@ -51,13 +54,51 @@ def pickle_round(message) -> None:
     pickle.loads(data, buffers=copies)
 
 
+def echo_over_pipe(conn) -> None:
+    """A process at the far end of a pipe: answers each message as the echo actors do, until the pipe closes."""
+    torch.set_num_threads(1)
+    while True:
+        try:
+            message = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        reply = ExpertResponse(message.layer, message.hidden) if isinstance(message, ExpertRequest) else message
+        conn.send_bytes(pickle.dumps(reply, protocol=5))
+
+
+def pipes(groups: int):
+    """`groups` processes behind pipes, and the call that sends a message to each and reads every answer."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ends = [context.Pipe() for _ in range(groups)]
+    workers = [context.Process(target=echo_over_pipe, args=(far,), daemon=True) for _, far in ends]
+    for worker in workers:
+        worker.start()
+
+    def call(payload):
+        data = pickle.dumps(payload, protocol=5)
+        for near, _ in ends:
+            near.send_bytes(data)
+        return [pickle.loads(near.recv_bytes()) for near, _ in ends]
+
+    def close():
+        for near, _ in ends:
+            near.close()
+        for worker in workers:
+            worker.join(timeout=5)
+
+    return call, close
+
+
 def graph(actors, payload):
+    import ray
     from ray.dag import InputNode, MultiOutputNode
 
     with InputNode() as inputs:
         dag = MultiOutputNode([a.echo.bind(inputs) for a in actors])
     compiled = dag.experimental_compile()
-    return compiled, lambda: compiled.execute(payload).get()
+    return compiled, lambda: ray.get(compiled.execute(payload))  # one ref per actor (MultiOutputNode)
 
 
 def main() -> None:
@@ -78,7 +119,8 @@ def main() -> None:
 
     engine = Engine.from_pretrained(resolve_model(None), EngineConfig(max_num_seqs=max(tokens), max_model_len=64))
     cfg = engine.model.config
-    rows = {"pickle": [], "experts": [], "graph, empty": [], "graph, echo": [], "graph, 1 actor": []}
+    rows = {"pickle": [], "experts": [], "graph, empty": [], "graph, echo": [], "graph, 1 actor": [],
+            "pipes, echo": []}
     for n in tokens:
         message = request(n, cfg.hidden_size, cfg.top_k)
         rows["pickle"].append(timed(lambda: (pickle_round(message), pickle_round(ExpertResponse(0, message.hidden))),
@@ -107,6 +149,13 @@ def main() -> None:
                 compiled.teardown()
     finally:
         ray.shutdown()
+    call, close = pipes(args.groups)
+    try:
+        for n in tokens:
+            message = request(n, cfg.hidden_size, cfg.top_k)
+            rows["pipes, echo"].append(timed(lambda: call(message), args.samples, args.repeats))
+    finally:
+        close()
     out = io.StringIO()
     print(f"ms per layer; {args.groups} actors; hidden {cfg.hidden_size}, top-{cfg.top_k}", file=out)
     print(f"{'piece':<16}" + "".join(f"{f'{n} tokens':>12}" for n in tokens), file=out)

@@ -80,6 +80,7 @@ def replicated_placement(tmp_path) -> str:
     (1, "actor", None, 1), (2, "actor", None, 1), (2, "handle", None, 1), (4, "actor", "replicated", 1),
     (2, "compiled", None, 1), (4, "compiled", "replicated", 1),
     (2, "compiled", None, 2),  # the compiled graph splits a group's tokens over its replicas
+    (2, "socket", None, 1), (2, "socket", None, 2),  # sockets take turns over a group's replicas
 ])
 def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve, checkpoints, reference_texts,
                                                                        tmp_path, groups, transport, placement,
@@ -107,18 +108,27 @@ def test_16_concurrent_greedy_requests_match_the_single_process_engine(ray_serve
         if expert_replicas > 1:  # every replica did work, not only the first
             calls = replica_calls(app.name)
             assert all(len(c) == expert_replicas and min(c) > 0 for c in calls.values()), calls
+        if transport == "socket":
+            # every expert call went through the replicas' sockets (none by actor calls: all on this node)
+            assert replica_calls(app.name, "socket") == replica_calls(app.name), replica_calls(app.name, "socket")
+            from switchyard.cluster.bench.cpu import cores_used
+
+            # each replica waits in a blocking read: idle at once, with no teardown
+            assert all(cores_used([info["pid"]], 2.0) < 0.2 for info in infos), infos
     finally:
         app.close()
 
 
-def replica_calls(app_name: str) -> dict[str, list[int]]:
-    """Expert calls served by each replica of each group, asked of the replicas' actors themselves."""
+def replica_calls(app_name: str, through: str = "any") -> dict[str, list[int]]:
+    """Expert calls served by each replica of each group (`through` "socket": those that came by its socket),
+    asked of the replicas' actors themselves."""
     from switchyard.cluster.deployments.registry import get_registry
 
     def calls(_actor) -> int:
         from switchyard.cluster.deployments import expert_group as expert_deployment
 
-        return expert_deployment._SERVING.calls
+        serving = expert_deployment._SERVING
+        return serving.socket_server.served if through == "socket" else serving.calls
 
     _, replicas = ray.get(get_registry(app_name).snapshot.remote())
     return {group: ray.get([actor.__ray_call__.remote(calls) for actor in actors.values()])

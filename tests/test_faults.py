@@ -1,4 +1,4 @@
-"""Faults in the distributed path, for every transport (compiled, the default, first; actor; handle), under 32
+"""Faults in the distributed path, for every transport (socket, the default, first; compiled; actor; handle), under 32
 streaming requests and while idle (the compiled graph torn down): SIGKILL of an expert-group replica, SIGKILL
 of the router replica, an exception on the router's engine thread.
 
@@ -26,7 +26,7 @@ def want(checkpoints):
     return reference_texts(checkpoints["qwen3_moe"], STREAMS, TOKENS)
 
 
-@pytest.fixture(scope="module", params=["compiled", "actor", "handle"])
+@pytest.fixture(scope="module", params=["socket", "compiled", "actor", "handle"])
 def app(request, ray_serve, checkpoints):
     transport = request.param
     config = app_config(checkpoints["qwen3_moe"], 2, transport, max_num_seqs=STREAMS,

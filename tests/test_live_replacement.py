@@ -88,7 +88,7 @@ def replicated_placement() -> Placement:
     return Placement("replicated", LAYERS, holds)
 
 
-@pytest.mark.parametrize("transport", ["compiled", "actor"])
+@pytest.mark.parametrize("transport", ["compiled", "socket", "actor"])
 def test_switch_under_concurrent_load(ray_serve, checkpoints, reference, transport):
     name = f"replace-{transport}"
     url = deploy(ray_serve, checkpoints["qwen3_moe"], name, transport)

@@ -113,9 +113,10 @@ def choose_from_here(app: str, group_name: str, transport: str, hidden_size: int
     """On whatever node this task runs: a transport as the router makes it, and the replicas it sends to."""
     from switchyard.cluster.dispatch.compiled_graph import CompiledGraphTransport
     from switchyard.cluster.dispatch.locality import this_node
+    from switchyard.cluster.dispatch.socket_transport import SocketTransport
     from switchyard.cluster.dispatch.transport import ActorTransport
 
-    kind = CompiledGraphTransport if transport == "compiled" else ActorTransport
+    kind = {"compiled": CompiledGraphTransport, "socket": SocketTransport, "actor": ActorTransport}[transport]
     sender = kind(app, [group_name], timeout_s=60)
     request = ExpertRequest(0, torch.randn(4, hidden_size), torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1))
     used = set()
@@ -129,7 +130,7 @@ def choose_from_here(app: str, group_name: str, transport: str, hidden_size: int
         sender.close()
 
 
-@pytest.mark.parametrize("transport", ["compiled", "actor"])
+@pytest.mark.parametrize("transport", ["compiled", "socket", "actor"])
 def test_the_router_prefers_a_replica_on_its_own_node(multinode, checkpoints, transport):
     """One group, a replica on the group-0 node and one on the group-1 node (`max_replicas_per_node: 1`): a
     router on either node sends only to the replica beside it; one on the head, where there is none, to both."""
@@ -185,9 +186,10 @@ class Clients:
         return self.results
 
 
-# The compiled graph first: the default. Its layers to another node go by direct calls (a graph spanning
-# nodes takes the router's raylet down with a lost node: ray-project/ray#63229), so it survives as they do.
-@pytest.mark.parametrize("transport", ["compiled", "actor", "handle"])
+# The default (sockets) first. Sockets and the compiled graph reach another node's replicas by direct calls
+# (a graph spanning nodes takes the router's raylet down with a lost node: ray-project/ray#63229), so they
+# survive a lost node as the actor transport does.
+@pytest.mark.parametrize("transport", ["socket", "compiled", "actor", "handle"])
 def test_losing_a_groups_node_fails_fast_and_recovers_on_a_new_node(multinode, checkpoints, reference_texts,
                                                                      transport):
     lose_a_node_and_recover(multinode, checkpoints, reference_texts, transport)

@@ -102,7 +102,7 @@ def wait_for(condition, seconds: float = 60.0):
     return condition()
 
 
-@pytest.mark.parametrize("transport", ["actor", "compiled"])
+@pytest.mark.parametrize("transport", ["actor", "compiled", "socket"])
 def test_a_served_request_is_one_trace_across_router_and_expert_groups(ray_serve, checkpoints, receiver, transport):
     config = app_config(checkpoints["qwen3_moe"], 2, transport) | {"name": f"otel-{transport}"}
     config["telemetry"] = {"trace_steps_every": 2}

@@ -35,6 +35,7 @@ from switchyard.cluster.bench.autoscale_results import (
 from switchyard.cluster.bench.shift import SHIFT_HEADERS, TARGET_UTILIZATION, shift_rows, shift_sample
 from switchyard.cluster.bench.table import format_table
 from switchyard.cluster.cli.serve import free_port
+from switchyard.configs.serve import TRANSPORTS
 
 APP = "bench-autoscale"
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def workload(model: Path, text: str, phase_s: float, concurrency: int, max_token
 
 
 def app_config(model: Path, placement: str, min_replicas: int, max_replicas: int, autoscale: bool,
-               capacity: float | None, prices: tuple[float, float], transport: str = "compiled",
+               capacity: float | None, prices: tuple[float, float], transport: str = TRANSPORTS[0],
                forecast: bool = False, look_ahead: tuple[float, float] = (0.0, 0.0)) -> dict:
     """look_ahead: (replica_start_s, forecast_lead_s) of the forecast's look-ahead, with forecast on."""
     pool = {"num_cpus": 0.25, "torch_threads": 1}
@@ -204,7 +205,7 @@ async def _warm(url: str, prompt: str, max_tokens: int) -> None:
 
 def run(model: Path, text: str, min_replicas: int, max_replicas: int, phase_s: float, concurrency: int,
         max_tokens: int, capacity: float | None, prices: tuple[float, float], out: Path, log,
-        transport: str = "compiled", forecast: bool = False, with_fixed_max: bool = True, ramp_s: float = 0.0,
+        transport: str = TRANSPORTS[0], forecast: bool = False, with_fixed_max: bool = True, ramp_s: float = 0.0,
         look_ahead: tuple[float, float] = (0.0, 0.0)):
     import ray
     from ray import serve
@@ -268,7 +269,7 @@ def register(benchmarks) -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--capacity", type=float, default=None,
                    help="rows/s of one fully busy replica (default: measured in the fixed-at-min run's first phase)")
-    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--transport", default=TRANSPORTS[0], choices=TRANSPORTS)
     p.add_argument("--router-price", type=float, default=1.2, help="$ per router replica-hour")
     p.add_argument("--expert-price", type=float, default=3.0, help="$ per expert-group replica-hour")
     p.add_argument("--forecast", action="store_true",

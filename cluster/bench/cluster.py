@@ -11,6 +11,7 @@ from switchyard.cluster.bench.decode import decode_summary, greedy, time_round_t
 from switchyard.cluster.bench.engine import random_prompts
 from switchyard.cluster.bench.table import format_table
 from switchyard.configs.engine import EngineConfig
+from switchyard.configs.serve import TRANSPORTS
 from switchyard.router.engine import Engine
 
 
@@ -30,7 +31,7 @@ class Setup:
 
 DEFAULT_SETUPS = [
     Setup(1, "compiled", 1), Setup(1, "actor", 1), Setup(1, "handle", 1),
-    Setup(2, "compiled", 1), Setup(2, "compiled", 2), Setup(2, "actor", 1), Setup(2, "actor", 2), Setup(2, "handle", 1),
+    Setup(2, "compiled", 1), Setup(2, "compiled", 2), Setup(2, "socket", 1), Setup(2, "actor", 1), Setup(2, "actor", 2), Setup(2, "handle", 1),
     Setup(4, "compiled", 1), Setup(4, "actor", 1), Setup(4, "handle", 1),
 ]
 
@@ -113,7 +114,7 @@ def register(benchmarks) -> None:
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens per sequence")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--groups", type=int, action="append", help="only these group counts")
-    p.add_argument("--transport", action="append", choices=["compiled", "actor", "handle"],
+    p.add_argument("--transport", action="append", choices=TRANSPORTS,
                    help="only these transports")
     p.add_argument("--router-threads", type=int, default=1, help="torch threads of the router replica")
     p.add_argument("--placement", default=None, help="placement JSON for the cluster runs")

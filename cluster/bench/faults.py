@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from switchyard.cluster.bench.fault_runs import FAULTS, HEADERS, reference_texts, run_fault, wait_until_serving
 from switchyard.cluster.bench.table import format_table
-
-TRANSPORTS = ("compiled", "actor", "handle")
+from switchyard.configs.serve import TRANSPORTS
 MODEL = "bench"
 
 

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 from switchyard.cluster.bench.table import format_table
 from switchyard.cluster.cli.serve import free_port
+from switchyard.configs.serve import TRANSPORTS
 
 APP = "bench-replace"
 REPO = Path(__file__).resolve().parents[2]
@@ -268,7 +269,7 @@ def register(benchmarks) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt window")
-    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"])
+    p.add_argument("--transport", default=TRANSPORTS[0], choices=TRANSPORTS)
     p.add_argument("--min-gain", type=float, default=0.0,
                    help="the switch's threshold (1 - proposed / current busiest-group load, fan-out x imbalance)")
     p.add_argument("--window-tokens", type=int, default=8192, help="the router's window of recent routing")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from switchyard.cluster.bench.serve_summary import spread
 from switchyard.cluster.bench.table import format_table
-
-TRANSPORTS = ("compiled", "actor", "handle")
+from switchyard.configs.serve import TRANSPORTS
 
 
 def in_process(model: Path, tokens: list[int], samples: int, repeats: int) -> list[str]:

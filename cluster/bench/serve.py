@@ -27,6 +27,7 @@ from switchyard.cluster.bench.machine_load import OTHER_CORES, QUIET_LOAD, RunLo
 from switchyard.cluster.bench.serve_summary import MIN_RUNS, run_order, summary_table
 from switchyard.cluster.bench.table import format_table
 from switchyard.cluster.cli.serve import free_port
+from switchyard.configs.serve import TRANSPORTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -167,8 +168,9 @@ def register(benchmarks) -> None:
     p.add_argument("--system", action="append", choices=["one-process", "groups", "vllm"], dest="systems",
                    help="systems to run (repeatable; default: all three, vllm where installed)")
     p.add_argument("--groups", type=int, default=2, help="expert groups of the `groups` system")
-    p.add_argument("--transport", default="compiled", choices=["compiled", "actor", "handle"],
-                   help="transport of the `groups` system")
+    p.add_argument("--transport", action="append", choices=TRANSPORTS, dest="transports",
+                   help="transport of the `groups` system (repeatable: one system per transport, run interleaved "
+                        f"with the others; default: {TRANSPORTS[0]}, the config's default)")
     p.add_argument("--concurrency", type=int, action="append", help="levels (default: 1, 16 and 64)")
     p.add_argument("--request-count", type=int, default=64, help="measured requests per level")
     p.add_argument("--runs", type=int, default=MIN_RUNS,
@@ -192,9 +194,11 @@ def choose_systems(args, model: Path, vllm: Path | None) -> list[tuple[System, i
         if which == "one-process":
             systems.append((switchyard_system("Switchyard, one process", model, name, port, 0, args.serve_arg), port))
         elif which == "groups":
-            extra = ["--transport", args.transport, *args.serve_arg]
-            systems.append((switchyard_system(f"Switchyard, {args.groups} groups", model, name, port, args.groups,
-                                              extra), port))
+            for transport in args.transports or [TRANSPORTS[0]]:
+                label = f"Switchyard, {args.groups} groups" + ("" if transport == TRANSPORTS[0] else f", {transport}")
+                extra = ["--transport", transport, *args.serve_arg]
+                systems.append((switchyard_system(label, model, name, port, args.groups, extra), port))
+                port = free_port("127.0.0.1")
         elif vllm is None:
             if args.systems:
                 raise SystemExit("switchyard bench serve: vLLM is not installed; run `bash "

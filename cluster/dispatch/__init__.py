@@ -9,7 +9,9 @@ Read top-down:
                              for a replicated expert, the pure policy of router/affinity/dispatch.py
   make_transport.py          the transport the app config names
   transport.py               the `ExpertTransport` interface; Serve handles and direct actor calls
-  compiled_graph.py          the default transport: a Ray Compiled Graph over the groups' replicas on the
+  socket_transport.py        the default transport: Unix sockets to the groups' replicas on the router's node
+                             (direct actor calls to the others); frames.py, what travels on them
+  compiled_graph.py          a Ray Compiled Graph over the groups' replicas on the
                              router's node (direct actor calls to a group with none there)
   graph.py                   one compiled graph: a channel pair per replica, a group's tokens split over them
   graph_loops.py             ending the graph loops a router that died left running in its replicas

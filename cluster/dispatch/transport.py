@@ -179,6 +179,10 @@ class ActorTransport(_OneCallPerGroup):
             time.sleep(0.1)
             self.refresh()
         call.replica = replica.replica_id
+        self._start(call, replica)
+
+    def _start(self, call: _Call, replica: _Replica) -> None:
+        """Send the call to the chosen replica (a direct call into its actor)."""
         call.future = replica.actor.__ray_call__.remote(call_group, call.request)
 
     def _done(self, call: _Call, dead: bool) -> None:

@@ -40,7 +40,7 @@ def measure_served(model: Path, text: Path, log) -> dict:
     port = free_port("127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        config = app_config(model, None, 1, 1, False, None, (1.2, 3.0))
+        config = app_config(model, None, 1, 1, False, None, (1.2, 3.0), transport="compiled")  # as modelled
         [result], _ = run_setup("fixed at 1 (bench autoscale)", config, [Phase("prose", prompts, PHASE_S, STREAMS)],
                                 MAX_TOKENS, port, log)
     finally:
