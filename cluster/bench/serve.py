@@ -194,11 +194,11 @@ def choose_systems(args, model: Path, vllm: Path | None) -> list[tuple[System, i
         if which == "one-process":
             systems.append((switchyard_system("Switchyard, one process", model, name, port, 0, args.serve_arg), port))
         elif which == "groups":
-            for transport in args.transports or [TRANSPORTS[0]]:
+            for i, transport in enumerate(args.transports or [TRANSPORTS[0]]):
+                port = port if i == 0 else free_port("127.0.0.1")
                 label = f"Switchyard, {args.groups} groups" + ("" if transport == TRANSPORTS[0] else f", {transport}")
                 extra = ["--transport", transport, *args.serve_arg]
                 systems.append((switchyard_system(label, model, name, port, args.groups, extra), port))
-                port = free_port("127.0.0.1")
         elif vllm is None:
             if args.systems:
                 raise SystemExit("switchyard bench serve: vLLM is not installed; run `bash "

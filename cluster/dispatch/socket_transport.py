@@ -34,7 +34,7 @@ import ray
 
 from switchyard.cluster.deployments.liveness import dead_among
 from switchyard.cluster.dispatch.frames import ERROR, recv_frame, send_frame
-from switchyard.cluster.dispatch.transport import ActorTransport, ExpertGroupUnavailable, _Call
+from switchyard.cluster.dispatch.transport import ActorTransport, _Call
 from switchyard.experts.messages import ExpertResponse
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class _Connection:
 
     sock: socket.socket  # receives
     send_timeout_s: float = 30.0
-    sender: socket.socket | None = None
+    sender: socket.socket = field(init=False)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     recv_lock: threading.Lock = field(default_factory=threading.Lock)
     next_seq: int = 0
@@ -69,9 +69,8 @@ class _Connection:
     broken: bool = False
 
     def __post_init__(self):
-        if self.sender is None:
-            self.sender = self.sock.dup()
-            self.sender.settimeout(self.send_timeout_s)  # a replica that stopped reading: no send waits forever
+        self.sender = self.sock.dup()
+        self.sender.settimeout(self.send_timeout_s)  # a replica that stopped reading: no send waits forever
 
     def send(self, request) -> int:
         with self.send_lock:
@@ -117,9 +116,11 @@ class SocketTransport(ActorTransport):
     # -- the replica set ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         super().refresh()
-        _, snapshot = self.live.snapshot()
-        new = {rid: actor for replicas in snapshot for rid, actor in replicas.items()
-               if rid not in self._paths and self.here is not None and self.nodes.node_of(rid) == self.here}
+        if self.here is None:
+            return
+        with self._lock:
+            new = {r.replica_id: r.actor for group in self._groups for r in group.replicas
+                   if r.replica_id not in self._paths and self.nodes.node_of(r.replica_id) == self.here}
         refs = {rid: actor.__ray_call__.remote(_socket_path_of) for rid, actor in new.items()}
         for rid, ref in refs.items():
             try:
@@ -177,11 +178,10 @@ class SocketTransport(ActorTransport):
                 if pending.seq < 0:
                     raise ConnectionError("send failed")
                 kind, obj = pending.connection.receive(pending.seq, call.deadline)
-            except (TimeoutError, socket.timeout) as err:
+            except TimeoutError as err:  # socket.timeout is TimeoutError
                 self._drop_connection(call.replica, pending.connection)  # an answer is still owed on it
                 self._done(call, dead=False)
-                raise ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no answer within "
-                                             f"{self.timeout_s:.0f}s") from err
+                raise self._no_answer(call) from err
             except (ConnectionError, OSError) as err:
                 self._drop_connection(call.replica, pending.connection)
                 dead = self._is_dead(call.group, call.replica)
@@ -189,8 +189,7 @@ class SocketTransport(ActorTransport):
                             call.replica, err, "; dead" if dead else "")
                 self._done(call, dead=dead)
                 if time.monotonic() > call.deadline:
-                    raise ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no answer within "
-                                                 f"{self.timeout_s:.0f}s") from err
+                    raise self._no_answer(call) from err
                 call.attempts += 1
                 self._dispatch(call)  # another replica, or the one Serve starts in place of the dead one
                 continue

@@ -195,6 +195,10 @@ class ActorTransport(_OneCallPerGroup):
                 group.replicas = [r for r in group.replicas if r.replica_id != call.replica]
                 self._version = -1  # take the registry's view again on the next refresh
 
+    def _no_answer(self, call: _Call) -> ExpertGroupUnavailable:
+        return ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no answer within "
+                                      f"{self.timeout_s:.0f}s")
+
     def _receive_one(self, call: _Call) -> ExpertResponse:
         while True:
             remaining = call.deadline - time.monotonic()
@@ -204,8 +208,7 @@ class ActorTransport(_OneCallPerGroup):
                 response = ray.get(call.future, timeout=remaining)
             except GetTimeoutError as err:
                 self._done(call, dead=False)
-                raise ExpertGroupUnavailable(f"expert group {self.group_names[call.group]}: no answer within "
-                                             f"{self.timeout_s:.0f}s") from err
+                raise self._no_answer(call) from err
             except RayActorError:
                 self._done(call, dead=True)
                 call.attempts += 1
